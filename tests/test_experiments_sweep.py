@@ -1,4 +1,6 @@
 """Sweep bookkeeping (grid, resume, CSV/Markdown, figures) and every sweep config parses."""
+import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -60,6 +62,33 @@ def test_resume_skips_finished_cells_and_reports(tmp_path):
     for key in ("fig_data", "fig_size"):
         with open(paths[key], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_changed_settings_refuse_stale_cells(tmp_path, capsys):
+    gin_file = tmp_path / "a.gin"
+    gin_file.write_text("T5Config.d_model = 32\n")
+    config = _config(tmp_path, sizes={"a": str(gin_file)}, fractions=(1.0,), seeds=(0,), rationale_weights=(1.0,))
+    calls = []
+    assert sweep.run_grid(config, _fake_runner(calls), log=lambda *_: None)["run"] == 4
+    # same settings: everything is reused
+    assert sweep.run_grid(config, _fake_runner(calls), log=lambda *_: None) == {"run": 0, "skipped": 4}
+    longer = sweep.SweepConfig(**{**config.__dict__, "train_steps": config.train_steps * 2})
+    with pytest.raises(ValueError, match=r"result.json: cell standard_finetune/frac1/a/lambda0/seed0 finished "
+                                         r"with other settings: train_steps 200 -> 400; give the sweep a new out_dir"):
+        sweep.run_grid(longer, _fake_runner(calls), log=lambda *_: None)
+    # an edited model file is a different model, even under the same path
+    gin_file.write_text("T5Config.d_model = 64\n")
+    with pytest.raises(ValueError, match=r"model_gin_sha256"):
+        sweep.load_results(config)
+    sweep.run(argparse.Namespace(config=_write_config(tmp_path, config), out_dir=None, dry_run=True))
+    assert capsys.readouterr().out.count("stale (") == 4
+    assert len(calls) == 4  # nothing was retrained by any of the refusals
+
+
+def _write_config(tmp_path, config) -> str:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(dataclasses.asdict(config)))
+    return str(path)
 
 
 def test_summaries_pool_seeds():

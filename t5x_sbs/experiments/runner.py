@@ -191,9 +191,13 @@ def size_params(config) -> dict[str, int] | None:
 
     counts = {}
     gin.add_config_file_search_path(REPO)
+    # the cells' embedding rows: the sweep's SentencePiece size padded as in gin_bindings()
+    spm_path = config.spm_path or os.path.join(config.out_dir, "vocab", "spm.model")
+    vocab = padded_vocab_size(spm_path) if os.path.exists(spm_path) else config.vocab_size
     for size, gin_file in config.sizes.items():
         gin.clear_config()
-        gin.parse_config_files_and_bindings([os.path.join(REPO, gin_file)], [f"T5Config.vocab_size = {config.vocab_size}"])
+        gin.parse_config_files_and_bindings([os.path.join(REPO, gin_file)],
+                                            [f"T5Config.vocab_size = {vocab}", *config.gin_bindings])
         model_config = T5Config.from_gin()
         shapes = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
         counts[size] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))

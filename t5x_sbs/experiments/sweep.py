@@ -10,6 +10,7 @@ results.md (validation-selected test accuracy) and the two figures.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -109,14 +110,50 @@ def result_path(config: SweepConfig, cell: Cell) -> str:
     return os.path.join(config.out_dir, "cells", cell.name, "result.json")
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Grid coordinates and output places: they name a cell or where it lives, not how it trains.
+_NOT_SETTINGS = {"out_dir", "sizes", "methods", "fractions", "rationale_weights", "seeds", "initial_checkpoints"}
+
+
+def _file_sha256(path: str) -> str | None:
+    full = path if os.path.isabs(path) else os.path.join(REPO, path)
+    if not os.path.isfile(full):
+        return None
+    with open(full, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def cell_settings(config: SweepConfig, cell: Cell) -> dict[str, Any]:
+    """What a cell's result depends on beyond its coordinates. Stored in result.json, so that
+    a rerun after a settings change refuses the stale result instead of reusing it."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    gin_file = config.sizes[cell.size]
+    settings.update(model_gin=gin_file, model_gin_sha256=_file_sha256(gin_file),
+                    initial_checkpoint=config.initial_checkpoints.get(cell.size, ""))
+    return json.loads(json.dumps(settings))  # tuples -> lists, as read back from result.json
+
+
+def _read_result(config: SweepConfig, cell: Cell) -> dict | None:
+    """A finished cell's row; None if unfinished. Raises if it was trained with other settings
+    (results written before settings were recorded carry none and are taken as they are)."""
+    path = result_path(config, cell)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        row = json.load(f)
+    recorded, wanted = row.get("settings"), cell_settings(config, cell)
+    if recorded is not None and recorded != wanted:
+        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        raise ValueError(
+            f"{path}: cell {cell.name} finished with other settings: "
+            + ", ".join(f"{k} {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in changed)
+            + "; give the sweep a new out_dir (or delete that cell's folder to retrain it)")
+    return row
+
+
 def load_results(config: SweepConfig) -> list[dict]:
-    rows = []
-    for cell in grid(config):
-        path = result_path(config, cell)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                rows.append(json.load(f))
-    return rows
+    rows = [_read_result(config, cell) for cell in grid(config)]
+    return [row for row in rows if row is not None]
 
 
 def _write_json_atomically(path: str, obj: Any) -> None:
@@ -137,14 +174,14 @@ def run_grid(config: SweepConfig, run_cell: CellRunner, log=print) -> dict[str, 
     cells = grid(config)
     for i, cell in enumerate(cells, start=1):
         path = result_path(config, cell)
-        if os.path.exists(path):
+        if _read_result(config, cell) is not None:
             counts["skipped"] += 1
             log(f"[{i}/{len(cells)}] {cell.name}: done before, skipped")
             continue
         start = time.time()
         outcome = run_cell(config, cell, os.path.dirname(path))
         row = {"dataset": config.dataset, **dataclasses.asdict(cell), "train_steps": config.train_steps,
-               **outcome, "wall_s": round(time.time() - start, 1)}
+               **outcome, "wall_s": round(time.time() - start, 1), "settings": cell_settings(config, cell)}
         _write_json_atomically(path, row)
         counts["run"] += 1
         log(f"[{i}/{len(cells)}] {cell.name}: val {row['val_accuracy']:.3f} test {row['test_accuracy']:.3f} "
@@ -180,7 +217,10 @@ def run(args) -> int:
         config = dataclasses.replace(config, out_dir=args.out_dir)
     if args.dry_run:
         for cell in grid(config):
-            state = "done" if os.path.exists(result_path(config, cell)) else "todo"
+            try:
+                state = "done" if _read_result(config, cell) is not None else "todo"
+            except ValueError as e:
+                state = f"stale ({e})"
             print(f"{state}  {cell.name}")
         return 0
     from t5x_sbs.experiments import runner
