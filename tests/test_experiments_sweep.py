@@ -97,6 +97,18 @@ def test_summaries_pool_seeds():
     assert summary.n == 2 and summary.mean == pytest.approx(0.6) and summary.std == pytest.approx(0.1414, abs=1e-4)
 
 
+def test_size_lines_follow_model_size_not_name_order():
+    import matplotlib.pyplot as plt
+
+    params = {"d32": 1e5, "d64": 3e5, "d128": 1e6}
+    rows = [{"method": "sbs_teacher", "size": s, "test_accuracy": a} for s, a in (("d128", .3), ("d32", .1), ("d64", .2))]
+    fig, ax = plt.subplots()
+    plots._lines(ax, rows, "size", lambda s: params[s])
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [1e5, 3e5, 1e6] and list(line.get_ydata()) == pytest.approx([10, 20, 30])
+    plt.close(fig)
+
+
 def test_demo_bar_plot(tmp_path):
     rows = [{"method": m, "test_accuracy": 0.1 * i} for i, m in enumerate(tables.METHODS)]
     path = plots.plot_methods_bar(rows, str(tmp_path / "bar.png"), "demo")

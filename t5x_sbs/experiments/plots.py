@@ -27,7 +27,7 @@ def _save(fig, path: str) -> str:
 def _lines(ax, rows: Sequence[dict], x_key: str, x_of=lambda v: v):
     stats = summarize(rows, ("method", x_key))
     for method in _method_order({m for m, _ in stats}):
-        xs = sorted(x for m, x in stats if m == method)
+        xs = sorted((x for m, x in stats if m == method), key=x_of)  # by position: 'd128' < 'd32' as text
         means = [100 * stats[(method, x)].mean for x in xs]
         stds = [100 * stats[(method, x)].std for x in xs]
         color, marker = _STYLE.get(method, (None, "x"))
