@@ -221,3 +221,26 @@ def test_bad_inputs_name_the_tensor_or_field(tmp_path, capsys):
     # an export without a tokenizer is refused unless asked for: the error says what to pass
     code = convert_cli.run(parser.parse_args(["--from", str(tmp_path / "ok"), "--to", "hf", "--out", str(tmp_path / "o")]))
     assert code == 2 and "--vocab SPM_PATH" in capsys.readouterr().err and not (tmp_path / "o" / "config.json").exists()
+
+
+def test_bpe_vocabulary_is_refused_before_writing(tmp_path, capsys):
+    """transformers' T5 tokenizers read a SentencePiece model as unigram: a BPE model would
+    tokenize differently from training, so the export refuses it (or skips the tokenizer)."""
+    from t5x_sbs.data.vocab import train_sentencepiece
+
+    texts = [f"{name} has {n} apples. {name} gives away {k} apples." for name in ("Ann", "Bob", "Dev")
+             for n in range(9) for k in range(4)]
+    bpe = train_sentencepiece(texts, str(tmp_path / "bpe.model"), vocab_size=60, model_type="bpe")
+    config = tiny_config()
+    save_as_ours(tmp_path / "run", config, random_params(config))
+    with pytest.raises(ValueError, match=r"bpe.model: trainer_spec.model_type BPE.*--no-tokenizer"):
+        export_hf(tmp_path / "run", tmp_path / "hf", vocab=bpe)
+    assert not (tmp_path / "hf" / "config.json").exists() and not list((tmp_path / "hf").glob("*.safetensors"))
+    parser = __import__("argparse").ArgumentParser()
+    convert_cli.add_arguments(parser)
+    argv = ["--from", str(tmp_path / "run"), "--to", "hf", "--out", str(tmp_path / "hf2"), "--vocab", bpe]
+    assert convert_cli.run(parser.parse_args(argv)) == 2 and "model_type BPE" in capsys.readouterr().err
+    # --no-tokenizer: weights and configs only, whatever vocabulary is around
+    assert convert_cli.run(parser.parse_args(argv + ["--no-tokenizer"])) == 0
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "hf2").iterdir()}
+    assert not (tmp_path / "hf2" / "spiece.model").exists()

@@ -57,7 +57,7 @@ def convert(source: str, target: str, out: str, *, dtype: str = "float32", max_s
         from t5x_sbs.convert.hf_export import export_hf
 
         summary = export_hf(path, out, dtype=dtype, max_shard_bytes=parse_size(max_shard_size), vocab=vocab,
-                            require_vocab=not no_tokenizer)
+                            require_vocab=not no_tokenizer, with_tokenizer=not no_tokenizer)
         return (f"exported {summary.step_dir} → {summary.out_dir}: {summary.num_tensors} tensors, "
                 f"{summary.total_bytes / 1e6:.1f} MB in {', '.join(summary.files)}")
     if target != "ours":

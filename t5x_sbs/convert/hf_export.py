@@ -120,9 +120,10 @@ def _convert(rule: TensorRule, source: _SourceParams, dtype) -> np.ndarray:
 
 def export_hf(source_path: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: str = "float32",
               max_shard_bytes: int = DEFAULT_SHARD_BYTES, vocab: str | os.PathLike | None = None,
-              require_vocab: bool = False) -> ExportSummary:
+              require_vocab: bool = False, with_tokenizer: bool = True) -> ExportSummary:
     """Exports a MODEL_DIR (latest complete step), its best/ or a step dir to `out_dir`.
-    `require_vocab`: fail (before writing) when no SentencePiece model is given or saved."""
+    `require_vocab`: fail (before writing) when no SentencePiece model is given or saved;
+    `with_tokenizer=False`: weights and configs only."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     step_dir = checkpoints.resolve_step_dir(source_path)
@@ -132,10 +133,12 @@ def export_hf(source_path: str | os.PathLike, out_dir: str | os.PathLike, *, dty
     source = _SourceParams(step_dir)
     rules = tensor_rules(config)
     _check_coverage(rules, source, config)
-    if require_vocab and not vocab and find_vocab(step_dir) is None:
+    if with_tokenizer and require_vocab and not vocab and find_vocab(step_dir) is None:
         raise FileNotFoundError(
             f"no {VOCAB_FILE} beside {step_dir}'s config.json: pass --vocab SPM_PATH (the run's "
             "SentencePiece model) so the export loads in T5TokenizerFast, or --no-tokenizer")
+    if with_tokenizer:
+        _check_vocab_type(vocab or find_vocab(step_dir))
     np_dtype = np.dtype(DTYPES[dtype])
     shards = _plan_shards(rules, source, np_dtype.itemsize, max_shard_bytes)
     names = (["model.safetensors"] if len(shards) == 1 else
@@ -150,7 +153,8 @@ def export_hf(source_path: str | os.PathLike, out_dir: str | os.PathLike, *, dty
     if len(shards) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    files = names + _write_configs(out_dir, config, dtype) + _write_vocab(out_dir, step_dir, vocab)
+    files = names + _write_configs(out_dir, config, dtype)
+    files += _write_vocab(out_dir, step_dir, vocab) if with_tokenizer else []
     log.info("exported %s → %s (%d tensors, %d bytes)", step_dir, out_dir, len(rules), total)
     return ExportSummary(out_dir, step_dir, files, len(rules), total)
 
@@ -168,6 +172,23 @@ def find_vocab(step_dir: pathlib.Path) -> pathlib.Path | None:
     """spiece.model saved beside the checkpoint's config.json (written by checkpoints.save_model_config)."""
     candidate = checkpoints.find_model_config(step_dir).parent / VOCAB_FILE
     return candidate if candidate.is_file() else None
+
+
+def _check_vocab_type(vocab) -> None:
+    """transformers' T5 tokenizers read every SentencePiece model as unigram: a BPE model's
+    pieces come back but not its merges, so texts tokenize differently (on the built-in task
+    143 of 429 texts did) and the exported model would see ids it was not trained on."""
+    if not vocab or not pathlib.Path(vocab).is_file():
+        return
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(pathlib.Path(vocab).read_bytes())
+    kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
+    if kind != "UNIGRAM":
+        raise ValueError(f"vocabulary {vocab}: trainer_spec.model_type {kind}; T5Tokenizer(Fast) "
+                         "tokenizes only UNIGRAM SentencePiece models as SentencePiece does: "
+                         "retrain the vocabulary as unigram, or export with --no-tokenizer")
 
 
 def _write_vocab(out_dir: pathlib.Path, step_dir: pathlib.Path, vocab) -> list[str]:

@@ -16,7 +16,13 @@ import sentencepiece as spm
 
 def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int = 256,
                         model_type: str = "unigram") -> str:
-    """Trains on `texts` and writes `model_path` (a `.model` file); returns its path."""
+    """Trains on `texts` and writes `model_path` (a `.model` file); returns its path.
+
+    Keep `unigram` for anything exported to Hugging Face: its T5 tokenizers read every
+    SentencePiece model as unigram, so a `bpe` model tokenizes differently there (the export
+    refuses one). `hard_vocab_limit=False`: on a narrow corpus the trainer may stop short of
+    `vocab_size` (the built-in arithmetic task has 72 distinct words and ends at ~103-125
+    pieces); callers print the size they got."""
     sentences = [t for t in texts if t and t.strip()]
     if not sentences:
         raise ValueError("no text to train a vocabulary on")
