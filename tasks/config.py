@@ -8,6 +8,7 @@ Gin bindings (macros as in T5X):
     tasks.config.data_options.fraction = 0.25              # nested, by example-id hash
     tasks.config.data_options.rationale_coverage = 0.5     # rationales for a hashed subset
     tasks.config.teacher_files.files = {'svamp': 'stores/svamp.jsonl'}
+    tasks.config.teacher_coverage.mode = 'annotated'       # a store covering part of train (--limit)
     tasks.config.tfds_data_dirs.dirs = {'esnli': '~/tensorflow_datasets'}  # read from prepared TFDS
     tasks.config.mixture_rates.mode = 'examples'           # or 'equal' (default)
     tasks.config.mixture_rates.rates = {'asdiv_label_llm': 0.5}
@@ -73,6 +74,23 @@ def data_options(fraction: float = 1.0, rationale_coverage: float = 1.0) -> Data
 def teacher_files(files: dict[str, str] | None = None) -> dict[str, str]:
     """dataset -> TeacherRecord store; datasets not listed replay the paper's PaLM outputs."""
     return dict(files or {})
+
+
+TEACHER_COVERAGE_MODES = ("all", "annotated")
+
+
+@gin.configurable(module="tasks.config")
+def teacher_coverage(mode: str = "all") -> str:
+    """What the tasks do with examples that have no record in their teacher store.
+
+    'all' (default): every example needs one; a missing record is an error naming the store (a
+    store that does not match its inputs). 'annotated': the teacher was asked only part of the
+    data (`t5x-sbs rationales --limit N`): on train every task, the gold ones too, uses only the
+    annotated examples, so all methods learn from the same examples; on validation/test the
+    labels stay gold on every example and rationale rows exist for the annotated ones only."""
+    if mode not in TEACHER_COVERAGE_MODES:
+        raise ValueError(f"tasks.config.teacher_coverage.mode: {mode!r} is not one of {TEACHER_COVERAGE_MODES}")
+    return mode
 
 
 @gin.configurable(module="tasks.config")

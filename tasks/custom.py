@@ -21,6 +21,7 @@ import gin
 
 from t5x_sbs.data import sources
 from t5x_sbs.records import Example
+from tasks import config
 from tasks.registry import METRICS, DatasetSpec, register_dataset
 
 
@@ -86,6 +87,7 @@ def register_jsonl_dataset(name: str, train_path: str, validation_path: str | No
         if not teacher_file:
             raise sources.DataError(f"<{name}>", None, "teacher_file", "no teacher file given for the *_llm tasks")
         file_split = "train" if (split != "test" and not validation_path) else split
-        return sources.teacher_from_store(teacher_file, examples, list(file_examples(file_split)))
+        return sources.teacher_from_store(teacher_file, examples, list(file_examples(file_split)),
+                                          require_all=config.teacher_coverage() == "all")
 
     return register_dataset(DatasetSpec(name=name, load=load, teacher=teacher, metric=metric))

@@ -9,7 +9,8 @@ Per dataset `ds` (label source `src` in gold | llm):
     mixtures  {ds}_standard_gold = [label_gold]     {ds}_standard_llm = [label_llm]
               {ds}_sbs_gold = [label_gold, rationale_llm]   {ds}_sbs_llm = [label_llm, rationale_llm]
 Everything is read lazily when a split is built: the data dir, prefixes, vocabulary, fraction,
-rationale coverage, teacher files, TFDS sources and mixture rates come from `tasks.config` (gin).
+rationale coverage, teacher files (and how much of the data they must cover), TFDS sources and
+mixture rates come from `tasks.config` (gin).
 Extra unlabeled data: `register_augmented_mixtures(base, extra)`, e.g. `svamp_asdiv_sbs_llm`.
 """
 from __future__ import annotations
@@ -66,11 +67,18 @@ def strip_output(output: str, example=None, is_target: bool = False) -> str:
 
 def _selected(spec: DatasetSpec, split: str) -> list[Example]:
     examples = spec.load(config.data_dir(), split)
+    annotated_only = split == "train" and config.teacher_coverage() == "annotated"
     if split == "train":
         fraction = config.data_options().fraction
         examples = [e for e in examples if sources.id_fraction(e.id) < fraction]
+    if annotated_only and examples:  # every method learns from the examples the teacher was asked
+        selected, annotated = len(examples), _teacher(spec, split, examples)
+        examples = [e for e in examples if e.id in annotated]
+        logging.info("%s train: %d of %d examples have a teacher record (teacher_coverage 'annotated')",
+                     spec.name, len(examples), selected)
     if not examples:
-        raise ValueError(f"{spec.name} {split}: no examples selected")
+        why = " with a teacher record (tasks.config.teacher_coverage.mode = 'annotated')" if annotated_only else ""
+        raise ValueError(f"{spec.name} {split}: no examples selected{why}")
     return examples
 
 
@@ -90,7 +98,7 @@ def label_targets(spec: DatasetSpec, split: str, source: str) -> list[tuple[Exam
     if source == "gold" or split != "train":
         return [(e, _gold(spec, split, e)) for e in examples]
     teacher = _teacher(spec, split, examples)
-    kept = [(e, teacher[e.id].parsed.label) for e in examples if teacher[e.id].parsed.ok]
+    kept = [(e, teacher[e.id].parsed.label) for e in examples if e.id in teacher and teacher[e.id].parsed.ok]
     if len(kept) < len(examples):
         logging.warning("%s %s: skipped %d of %d examples whose teacher output is not 'ok'",
                         spec.name, split, len(examples) - len(kept), len(examples))
@@ -104,8 +112,8 @@ def rationale_targets(spec: DatasetSpec, split: str) -> list[tuple[Example, str]
         coverage = config.data_options().rationale_coverage
         examples = [e for e in examples if sources.id_fraction(e.id, salt="rationale") < coverage]
     teacher = _teacher(spec, split, examples)
-    kept = [(e, teacher[e.id].parsed.rationale) for e in examples
-            if teacher[e.id].parsed.ok and (teacher[e.id].parsed.rationale or "").strip()]
+    kept = [(e, teacher[e.id].parsed.rationale) for e in examples  # not in `teacher`: never asked
+            if e.id in teacher and teacher[e.id].parsed.ok and (teacher[e.id].parsed.rationale or "").strip()]
     if len(kept) < len(examples):
         logging.warning("%s %s: %d of %d examples have no usable rationale",
                         spec.name, split, len(examples) - len(kept), len(examples))
@@ -277,21 +285,21 @@ def builtin_spec(dataset: str, metric: str = "accuracy") -> DatasetSpec:
         return sources.split_examples(dataset, data_dir, split, tfds_data_dir=tfds_dir())
 
     def teacher(data_dir: str, split: str, examples: list[Example]) -> list[sources.TeacherOutput]:
-        store = config.teacher_files().get(dataset)
+        store, require_all = config.teacher_files().get(dataset), config.teacher_coverage() == "all"
         file_split = split if (split != "validation" or dataset in sources.HAS_VALIDATION) else "train"
         if store:
             file_examples = sources.load_examples(dataset, data_dir, file_split, tfds_data_dir=tfds_dir())
-            return sources.teacher_from_store(store, examples, file_examples)
+            return sources.teacher_from_store(store, examples, file_examples, require_all=require_all)
         if dataset not in sources.PALM_DATASETS:
             raise sources.DataError(f"<{dataset}>", None, "teacher_files",
                                     f"{dataset} has no stored PaLM outputs: its *_llm tasks need a teacher store, "
                                     f"gin `tasks.config.teacher_files.files = {{'{dataset}': 'stores/{dataset}.jsonl'}}`")
         by_id = {o.example.id: o for o in sources.load_palm_teacher(dataset, data_dir, split)}
         missing = [e.id for e in examples if e.id not in by_id]
-        if missing:
+        if missing and require_all:
             raise sources.DataError(f"<{dataset}/{split}>", None, "id",
                                     f"{len(missing)} examples have no stored PaLM output (first: {missing[0]!r}); "
                                     "bind a teacher store in tasks.config.teacher_files")
-        return [by_id[e.id] for e in examples]
+        return [by_id[e.id] for e in examples if e.id in by_id]
 
     return DatasetSpec(name=dataset, load=load, teacher=teacher, metric=metric)

@@ -21,12 +21,14 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import time
 
 from t5x_sbs.experiments import arith, runner, tables
 
 DEMO_METHODS = ("standard_finetune", "standard_distill", "sbs_teacher")
+SPLITS = ("train", "validation", "test")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,12 +59,25 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def paper_data(args) -> str:
+    """Step 1 for a paper-layout dataset: check that --data_dir holds it; say what the students see."""
+    from t5x_sbs.data import sources
+
+    if not args.data_dir:
+        raise SystemExit(f"demo: --dataset {args.dataset} needs --data_dir (e.g. ../shared/data)")
+    try:
+        sizes = {split: len(sources.split_examples(args.dataset, args.data_dir, split)) for split in SPLITS}
+    except ValueError as e:  # DataError names the file; the flags say where it was looked for
+        raise SystemExit(f"demo: --dataset {args.dataset} --data_dir {args.data_dir}: {e}") from None
+    _say(f"[1/5] dataset {args.dataset}: {sizes} examples (train/validation/test as the tasks split them) "
+         f"in {args.data_dir}")
+    return args.data_dir
+
+
 def prepare_data(args) -> str:
     """Step 1: the dataset files; returns the data dir the teacher and tasks read."""
     if args.dataset != "arith":
-        if not args.data_dir:
-            raise SystemExit(f"demo: --dataset {args.dataset} needs --data_dir (e.g. ../shared/data)")
-        return args.data_dir
+        return paper_data(args)
     data_dir = os.path.join(args.out_dir, "data")
     sizes = {"train": args.train_size, "validation": max(1, int(0.6 * args.eval_size)), "test": args.eval_size}
     paths = arith.write_splits(data_dir, seed=args.seed, sizes=sizes)
@@ -79,11 +94,11 @@ def annotate(args, data_dir: str) -> str:
     store = os.path.join(args.out_dir, "teacher", "train.jsonl")
     os.makedirs(os.path.dirname(store), exist_ok=True)  # the store's folder must exist
     # All splits: validation/test rationales let the trainer report the rationale loss there too.
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         argv = ["rationales", "--dataset", args.dataset, "--data_dir", data_dir, "--split", split,
                 "--teacher", args.teacher, "--out", store, "--no_progress", "--seed", str(args.seed)]
-        with contextlib.redirect_stdout(io.StringIO()):
-            if cli.main(argv + args.teacher_args.split()) != 0:
+        with contextlib.redirect_stdout(io.StringIO()):  # shlex: quoted values (paths) stay whole
+            if cli.main(argv + shlex.split(args.teacher_args)) != 0:
                 raise SystemExit(f"demo: the teacher run on {split} failed")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):  # the ledger subcommand's JSON, kept beside the store
@@ -93,12 +108,33 @@ def annotate(args, data_dir: str) -> str:
         json.dump(summary, f, indent=1)
     _say(f"[2/5] teacher {args.teacher}: {summary['records']} records {summary['statuses']}, "
          f"label accuracy vs gold {summary.get('label_accuracy')}, cost ${summary.get('cost_usd', 0):.4f} -> {store}")
+    report_coverage(args, data_dir, store)
     return store
+
+
+def report_coverage(args, data_dir: str, store: str) -> None:
+    """Says when the teacher was asked only part of the data (`--teacher_args '--limit N'`): the
+    tasks then train every method on the annotated train examples (register's coverage binding)."""
+    from t5x_sbs.records import read_records
+    from t5x_sbs.teacher import cli as teacher_cli
+
+    asked = {r.id for r in read_records(store)}
+    counts = {}
+    for split in SPLITS:
+        ids = [e.id for e in teacher_cli.load_examples(args.dataset, data_dir, split)]
+        counts[split] = (sum(i in asked for i in ids), len(ids))
+    if any(have < total for have, total in counts.values()):
+        _say("      teacher coverage " + ", ".join(f"{s} {h}/{t}" for s, (h, t) in counts.items())
+             + ": every student trains on the annotated train examples only; validation/test labels "
+             "stay gold on all examples")
 
 
 def register(args, data_dir: str, store: str) -> tuple[str, ...]:
     """The dataset's SeqIO tasks read the teacher store: the built-in task through the JSONL
-    registration, paper datasets through a gin binding (returned) of `tasks.config.teacher_files`."""
+    registration, paper datasets through a gin binding (returned) of `tasks.config.teacher_files`.
+    The store may cover part of the data (`--limit`): 'annotated' coverage trains every method on
+    the same annotated examples instead of failing on the unasked ones (tasks.config.teacher_coverage)."""
+    coverage = 'tasks.config.teacher_coverage.mode = "annotated"'
     if args.dataset == "arith":
         from tasks.custom import register_jsonl_dataset
 
@@ -107,8 +143,8 @@ def register(args, data_dir: str, store: str) -> tuple[str, ...]:
             validation_path=os.path.join(data_dir, "validation.jsonl"),
             test_path=os.path.join(data_dir, "test.jsonl"), input_fields=("question",),
             label_field="answer", id_field="id", teacher_file=store)
-        return ()
-    return (f"tasks.config.teacher_files.files = {json.dumps({args.dataset: os.path.abspath(store)})}",)
+        return (coverage,)
+    return (f"tasks.config.teacher_files.files = {json.dumps({args.dataset: os.path.abspath(store)})}", coverage)
 
 
 def vocabulary(args, data_dir: str, store: str) -> str:
