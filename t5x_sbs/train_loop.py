@@ -7,6 +7,7 @@ keeps it as MODEL_DIR/spiece.model, which a resumed run (and eval/infer) reuses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -69,8 +70,10 @@ def build(run: RunConfig, model_config: T5Config | None = None, mesh_config=None
     lengths = run.task_feature_lengths
     shapes = {k: (run.batch_size, lengths["inputs"] if k.startswith("encoder") else lengths["targets"])
               for k in _batch_keys(run)}
+    # The Trainer completes make_optimizer with the params' logical axes (Adafactor factors by them).
+    make_tx = functools.partial(optimizers.make_optimizer, optimizer_config, run.train_steps)
     trainer = trainer_lib.Trainer(
-        Transformer(model_config), optimizers.make_optimizer(optimizer_config, run.train_steps), part, shapes,
+        Transformer(model_config), make_tx, part, shapes,
         loss_config=loss_config or trainer_lib.LossConfig(), schedule=optimizers.make_schedule(optimizer_config, run.train_steps),
         num_microbatches=run.num_microbatches, seed=run.seed)
     return model_config, part, trainer

@@ -152,12 +152,17 @@ class Trainer:
 
     def __init__(self, model, tx, partitioner: Partitioner, batch_shapes: Mapping[str, tuple],
                  *, loss_config: LossConfig, schedule, num_microbatches: int = 1, seed: int = 0):
-        self.model, self.tx, self.partitioner = model, tx, partitioner
+        """`tx`: an optax transformation, or a function of the params' logical axes (a tree of
+        PartitionSpecs of axis names) returning one, e.g. `partial(make_optimizer, config, steps)`
+        (Adafactor factors by those axes)."""
+        self.model, self.partitioner = model, partitioner
         self.loss_config, self.seed = loss_config, seed
         self.batch_shapes = dict(batch_shapes)
         self._abstract_vars = jax.eval_shape(self._init_variables, jax.random.key(0))
         abstract_params = nn.meta.unbox(self._abstract_vars)
-        self.param_shardings = partitioner.logical_to_sharding(nn.get_partition_spec(self._abstract_vars))
+        self.logical_axes = nn.get_partition_spec(self._abstract_vars)
+        self.tx = tx = tx if isinstance(tx, optax.GradientTransformation) else tx(self.logical_axes)
+        self.param_shardings = partitioner.logical_to_sharding(self.logical_axes)
         abstract_opt = jax.eval_shape(tx.init, abstract_params)
         self.state_shardings = TrainState(
             step=partitioner.replicated,
@@ -179,7 +184,10 @@ class Trainer:
         return self.model.init({"params": rng, "dropout": rng}, **dummy, enable_dropout=False)["params"]
 
     def _opt_state_shardings(self, abstract_opt, abstract_params):
-        """Optimizer slots shaped like their parameter share its sharding; factored stats replicate."""
+        """Optimizer slots shaped like their parameter share its sharding; the rest replicate: the
+        factored Adafactor statistics (vectors, or [layers, dim] when scanned) and the (1,)
+        placeholders optax keeps for a param's unused slots. Adafactor's logical-axes view only
+        re-shapes params whose second moment it factors, so a full-size slot is always param-shaped."""
         rep = self.partitioner.replicated
         return optax.tree_map_params(
             self.tx, lambda leaf, sharding, param: sharding if leaf.shape == param.shape else rep,

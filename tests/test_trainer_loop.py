@@ -4,6 +4,7 @@ run modes; plus the optimisation options (accumulation, schedules, clipping, bf1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -173,8 +174,9 @@ def _trainer(run_kw=None, model_kw=None, **opt_kw):
     part = partitioning.Partitioner(partitioning.make_mesh(devices=jax.devices()[:1]))
     shapes = {k: (8, 16 if k.startswith("encoder") else 12) for k in train_loop._batch_keys(
         train_loop.RunConfig(model_dir="", mixture_or_task_name=""))}
-    trainer = trainer_lib.Trainer(Transformer(tiny_config(**(model_kw or {}))), optimizers.make_optimizer(config, 10),
-                                  part, shapes, loss_config=trainer_lib.LossConfig(),
+    make_tx = functools.partial(optimizers.make_optimizer, config, 10)  # the Trainer adds the logical axes
+    trainer = trainer_lib.Trainer(Transformer(tiny_config(**(model_kw or {}))), make_tx, part, shapes,
+                                  loss_config=trainer_lib.LossConfig(),
                                   schedule=optimizers.make_schedule(config, 10), **(run_kw or {}))
     return part, trainer
 

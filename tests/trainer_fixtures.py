@@ -1,6 +1,8 @@
 """Tiny model and synthetic batches shared by the trainer and partitioning tests."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from t5x_sbs import names
@@ -94,8 +96,9 @@ def mesh_trainer(mesh_config, devices=None):
     opt = optimizers.OptimizerConfig()
     part = pt.Partitioner(pt.make_mesh(mesh_config, devices))
     shapes = {k: (MESH_ROWS,) + v.shape[1:] for k, v in mesh_batches()[0].items()}
-    trainer = tr.Trainer(Transformer(tiny_config(dropout_rate=0.1)), optimizers.make_optimizer(opt, MESH_STEPS),
-                         part, shapes, loss_config=tr.LossConfig(rationale_weight=0.5),
+    make_tx = functools.partial(optimizers.make_optimizer, opt, MESH_STEPS)  # the Trainer adds the logical axes
+    trainer = tr.Trainer(Transformer(tiny_config(dropout_rate=0.1)), make_tx, part, shapes,
+                         loss_config=tr.LossConfig(rationale_weight=0.5),
                          schedule=optimizers.make_schedule(opt, MESH_STEPS))
     return part, trainer
 
