@@ -163,7 +163,7 @@ def run_reference(config, examples: list[SbsExample], batch_size: int, steps: in
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     elapsed = time.perf_counter() - start
     timed = batches[warmup:warmup + steps]
     real, computed = padding_stats([b for pair in timed for b in (pair if two_passes else pair[:1])])
