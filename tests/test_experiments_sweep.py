@@ -59,6 +59,10 @@ def test_resume_skips_finished_cells_and_reports(tmp_path):
     assert "25% data" in md and "100% data" in md and "λ = 0.5" in md
     # seeds pooled: sbs_gold, size a, 100%: accuracies 0.8 and 0.81 -> "80.5 ± 0.7"
     assert "80.5 ± 0.7" in md
+    # Figs 6-7 as a table: sizes across (the sweep's order) at the largest fraction; size b is +2 points
+    size_table = md[md.index("**arith**, 100% of the training data, λ = 1"):]
+    assert "| method | a | b |" in size_table
+    assert "| Distilling step-by-step (gold labels + teacher rationales) | 80.5 ± 0.7 | 82.5 ± 0.7 |" in size_table
     for key in ("fig_data", "fig_size"):
         with open(paths[key], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -107,6 +111,10 @@ def test_size_lines_follow_model_size_not_name_order():
     line = ax.lines[0]
     assert list(line.get_xdata()) == [1e5, 3e5, 1e6] and list(line.get_ydata()) == pytest.approx([10, 20, 30])
     plt.close(fig)
+    for row in rows:
+        row.update(dataset="arith", fraction=1.0, rationale_weight=1.0)
+    md = tables.markdown_table(rows, column="size", size_order=list(params))
+    assert "| method | d32 | d64 | d128 |" in md and "| 10.0 | 20.0 | 30.0 |" in md
 
 
 def test_demo_bar_plot(tmp_path):

@@ -78,7 +78,9 @@ def plot_accuracy_vs_size(rows: Sequence[dict], path: str, size_order: Sequence[
         if size_params:
             _lines(ax, scoped, "size", lambda s: size_params[s])
             ax.set_xscale("log")
-            ax.set_xlabel("model parameters")
+            ax.set_xticks([size_params[s] for s in size_order], [f"{s}\n{_count(size_params[s])}" for s in size_order])
+            ax.minorticks_off()
+            ax.set_xlabel("model size (parameters)")
         else:
             _lines(ax, scoped, "size", lambda s: position[s])
             ax.set_xticks(range(len(size_order)), size_order)
@@ -86,6 +88,13 @@ def plot_accuracy_vs_size(rows: Sequence[dict], path: str, size_order: Sequence[
         ax.set_title(dataset)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
 
 
 def plot_methods_bar(rows: Sequence[dict], path: str, title: str = "") -> str:

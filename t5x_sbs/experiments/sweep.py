@@ -196,8 +196,13 @@ def write_reports(config: SweepConfig, size_params: dict[str, int] | None = None
     rows = load_results(config)
     out = {"csv": os.path.join(config.out_dir, "results.csv"), "md": os.path.join(config.out_dir, "results.md")}
     tables.write_csv(rows, out["csv"])
+    sizes = list(config.sizes)
+    md = tables.markdown_table(rows, size_order=sizes)
+    if len({r["size"] for r in rows}) > 1:  # Figs 6-7 as a table: sizes across, at the largest fraction
+        full = [r for r in rows if r["fraction"] == max(config.fractions)]
+        md += "\n\n" + tables.markdown_table(full, column="size", size_order=sizes)
     with open(out["md"], "w", encoding="utf-8") as f:
-        f.write(tables.markdown_table(rows) + "\n")
+        f.write(md + "\n")
     if rows:
         out["fig_data"] = plots.plot_accuracy_vs_data(rows, os.path.join(config.out_dir, "accuracy_vs_data.png"))
         out["fig_size"] = plots.plot_accuracy_vs_size(rows, os.path.join(config.out_dir, "accuracy_vs_size.png"),

@@ -93,29 +93,48 @@ def _method_order(methods: Iterable[str]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def markdown_table(rows: Sequence[dict], column: str = "fraction", value: str = "test_accuracy") -> str:
-    """One Markdown table per (dataset, size, λ): methods down, `column` values across.
+def markdown_table(rows: Sequence[dict], column: str = "fraction", value: str = "test_accuracy",
+                   size_order: Sequence[str] = ()) -> str:
+    """Markdown tables, methods down and `column` values across: per (dataset, size, λ) with data
+    fractions across (Figs 4-5), or per (dataset, fraction, λ) with model sizes across
+    (`column="size"`, Figs 6-7). Sizes follow `size_order` (the sweep's), then by name.
 
     Cells are accuracy in % (mean ± std over seeds). Standard methods have no rationale
-    loss, so they are listed under every λ of the same size."""
+    loss, so they are listed under every λ of the same block."""
+    if column not in ("fraction", "size"):
+        raise ValueError(f"column {column!r}: fraction or size")
+    block_key = "size" if column == "fraction" else "fraction"
+    rank = {s: i for i, s in enumerate(size_order)}
+    order = {"fraction": float, "size": lambda s: (rank.get(s, len(rank)), str(s))}
     blocks = []
-    for dataset, size in sorted({(r["dataset"], r["size"]) for r in rows}):
-        scoped = [r for r in rows if (r["dataset"], r["size"]) == (dataset, size)]
-        lambdas = sorted({r["rationale_weight"] for r in scoped if METHODS.get(r["method"], ("sbs",))[0] == "sbs"}) or [None]
-        for lam in lambdas:
-            chosen = [r for r in scoped if lam is None or r["method"] not in METHODS
-                      or METHODS[r["method"]][0] == "standard" or r["rationale_weight"] == lam]
-            stats = summarize(chosen, ("method", column), value)
-            columns = sorted({c for _, c in stats})
-            title = f"**{dataset}**, model `{size}`" + (f", λ = {lam:g}" if lam is not None else "")
-            header = "| method | " + " | ".join(_format_column(column, c) for c in columns) + " |"
-            lines = [title, "", header, "|---|" + "---:|" * len(columns)]
-            for method in _method_order(m for m, _ in stats):
-                cells = [str(stats[(method, c)]) if (method, c) in stats else "–" for c in columns]
-                lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cells) + " |")
-            blocks.append("\n".join(lines))
+    for dataset in sorted({r["dataset"] for r in rows}):
+        values = {r[block_key] for r in rows if r["dataset"] == dataset}
+        for block in sorted(values, key=order[block_key]):
+            scoped = [r for r in rows if (r["dataset"], r[block_key]) == (dataset, block)]
+            blocks += _lambda_blocks(scoped, column, value, _block_title(dataset, block_key, block), order[column])
     note = f"\n\n{value.replace('_', ' ')} in % (mean ± std over seeds; test accuracy is taken at the validation-selected checkpoint)."
     return "\n\n".join(blocks) + note
+
+
+def _block_title(dataset: str, key: str, value) -> str:
+    return f"**{dataset}**, " + (f"model `{value}`" if key == "size" else f"{100 * float(value):g}% of the training data")
+
+
+def _lambda_blocks(scoped: Sequence[dict], column: str, value: str, title: str, column_key) -> list[str]:
+    blocks = []
+    lambdas = sorted({r["rationale_weight"] for r in scoped if METHODS.get(r["method"], ("sbs",))[0] == "sbs"}) or [None]
+    for lam in lambdas:
+        chosen = [r for r in scoped if lam is None or r["method"] not in METHODS
+                  or METHODS[r["method"]][0] == "standard" or r["rationale_weight"] == lam]
+        stats = summarize(chosen, ("method", column), value)
+        columns = sorted({c for _, c in stats}, key=column_key)
+        header = "| method | " + " | ".join(_format_column(column, c) for c in columns) + " |"
+        lines = [title + (f", λ = {lam:g}" if lam is not None else ""), "", header, "|---|" + "---:|" * len(columns)]
+        for method in _method_order(m for m, _ in stats):
+            cells = [str(stats[(method, c)]) if (method, c) in stats else "–" for c in columns]
+            lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return blocks
 
 
 def _format_column(column: str, value) -> str:
