@@ -78,3 +78,19 @@ def test_data_report_reproduces_manifest_agreement(shared_data, capsys, dataset,
 def test_missing_release_file_is_named(shared_data):
     with pytest.raises(sources.DataError, match="anli1_train.json: file not found"):
         sources.load_examples("anli1", str(shared_data), "train")
+
+
+def test_asdiv_augmentation_does_not_contain_svamp_test_questions(shared_data):
+    """svamp_asdiv_* mixtures train on ASDiv; SVAMP was built by varying ASDiv-A problems, so check
+    that no SVAMP test question is an ASDiv problem (or a SVAMP train one). Bodies may repeat:
+    SVAMP varies the question over an ASDiv body (5 of 200 test problems do)."""
+    import re
+
+    def norm(text):
+        return re.sub(r"[^a-z0-9 ]+", "", re.sub(r"\s+", " ", text.lower())).strip()
+
+    test = {norm(e.text) for e in sources.load_examples("svamp", str(shared_data), "test")}
+    asdiv = {norm(e.text) for e in sources.load_examples("asdiv", str(shared_data), "train")}
+    train = {norm(e.text) for e in sources.load_examples("svamp", str(shared_data), "train")}
+    assert len(test) == 200 and len(asdiv) > 2000
+    assert not test & asdiv and not test & train
