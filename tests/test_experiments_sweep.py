@@ -69,8 +69,10 @@ def test_resume_skips_finished_cells_and_reports(tmp_path):
 
 
 def test_changed_settings_refuse_stale_cells(tmp_path, capsys):
+    base = tmp_path / "base.gin"
+    base.write_text("T5Config.num_heads = 4\n")
     gin_file = tmp_path / "a.gin"
-    gin_file.write_text("T5Config.d_model = 32\n")
+    gin_file.write_text(f"include '{base}'\nT5Config.d_model = 32\n")
     config = _config(tmp_path, sizes={"a": str(gin_file)}, fractions=(1.0,), seeds=(0,), rationale_weights=(1.0,))
     calls = []
     assert sweep.run_grid(config, _fake_runner(calls), log=lambda *_: None)["run"] == 4
@@ -80,8 +82,13 @@ def test_changed_settings_refuse_stale_cells(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"result.json: cell standard_finetune/frac1/a/lambda0/seed0 finished "
                                          r"with other settings: train_steps 200 -> 400; give the sweep a new out_dir"):
         sweep.run_grid(longer, _fake_runner(calls), log=lambda *_: None)
-    # an edited model file is a different model, even under the same path
-    gin_file.write_text("T5Config.d_model = 64\n")
+    # an edited model file is a different model, even under the same path, and so is an edited include
+    base.write_text("T5Config.num_heads = 8\n")
+    with pytest.raises(ValueError, match=r"model_gin_sha256"):
+        sweep.load_results(config)
+    base.write_text("T5Config.num_heads = 4\n")
+    assert len(sweep.load_results(config)) == 4
+    gin_file.write_text(f"include '{base}'\nT5Config.d_model = 64\n")
     with pytest.raises(ValueError, match=r"model_gin_sha256"):
         sweep.load_results(config)
     sweep.run(argparse.Namespace(config=_write_config(tmp_path, config), out_dir=None, dry_run=True))

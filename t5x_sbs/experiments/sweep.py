@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -115,12 +116,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _NOT_SETTINGS = {"out_dir", "sizes", "methods", "fractions", "rationale_weights", "seeds", "initial_checkpoints"}
 
 
-def _file_sha256(path: str) -> str | None:
-    full = path if os.path.isabs(path) else os.path.join(REPO, path)
-    if not os.path.isfile(full):
-        return None
-    with open(full, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+_GIN_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.M)
+
+
+def _gin_sha256(path: str) -> str | None:
+    """Hash of a gin file's text and, recursively, of the files it includes (resolved from the
+    repo root, as the runner's search path does): editing an included model file changes it too."""
+    digest, seen, todo = hashlib.sha256(), set(), [path]
+    while todo:
+        name = todo.pop(0)
+        full = name if os.path.isabs(name) else os.path.join(REPO, name)
+        if full in seen:
+            continue
+        seen.add(full)
+        if not os.path.isfile(full):
+            return None
+        with open(full, encoding="utf-8") as f:
+            text = f.read()
+        digest.update(text.encode())
+        todo += _GIN_INCLUDE.findall(text)
+    return digest.hexdigest()[:16]
 
 
 def cell_settings(config: SweepConfig, cell: Cell) -> dict[str, Any]:
@@ -128,7 +143,7 @@ def cell_settings(config: SweepConfig, cell: Cell) -> dict[str, Any]:
     a rerun after a settings change refuses the stale result instead of reusing it."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
     gin_file = config.sizes[cell.size]
-    settings.update(model_gin=gin_file, model_gin_sha256=_file_sha256(gin_file),
+    settings.update(model_gin=gin_file, model_gin_sha256=_gin_sha256(gin_file),
                     initial_checkpoint=config.initial_checkpoints.get(cell.size, ""))
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from result.json
 
