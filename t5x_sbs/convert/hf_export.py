@@ -133,12 +133,13 @@ def export_hf(source_path: str | os.PathLike, out_dir: str | os.PathLike, *, dty
     source = _SourceParams(step_dir)
     rules = tensor_rules(config)
     _check_coverage(rules, source, config)
-    if with_tokenizer and require_vocab and not vocab and find_vocab(step_dir) is None:
+    vocab = (pathlib.Path(vocab) if vocab else find_vocab(step_dir)) if with_tokenizer else None
+    if with_tokenizer and require_vocab and vocab is None:
         raise FileNotFoundError(
             f"no {VOCAB_FILE} beside {step_dir}'s config.json: pass --vocab SPM_PATH (the run's "
             "SentencePiece model) so the export loads in T5TokenizerFast, or --no-tokenizer")
-    if with_tokenizer:
-        _check_vocab_type(vocab or find_vocab(step_dir))
+    if vocab is not None:
+        _check_vocab(vocab)
     np_dtype = np.dtype(DTYPES[dtype])
     shards = _plan_shards(rules, source, np_dtype.itemsize, max_shard_bytes)
     names = (["model.safetensors"] if len(shards) == 1 else
@@ -174,16 +175,17 @@ def find_vocab(step_dir: pathlib.Path) -> pathlib.Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _check_vocab_type(vocab) -> None:
-    """transformers' T5 tokenizers read every SentencePiece model as unigram: a BPE model's
-    pieces come back but not its merges, so texts tokenize differently (on the built-in task
-    143 of 429 texts did) and the exported model would see ids it was not trained on."""
-    if not vocab or not pathlib.Path(vocab).is_file():
-        return
+def _check_vocab(vocab: pathlib.Path) -> None:
+    """Before anything is written: the file exists and is a unigram model. transformers' T5
+    tokenizers read every SentencePiece model as unigram: a BPE model's pieces come back but not
+    its merges, so texts tokenize differently (on the built-in task 143 of 429 texts did) and the
+    exported model would see ids it was not trained on."""
+    if not vocab.is_file():
+        raise FileNotFoundError(f"vocabulary {vocab} does not exist")
     from sentencepiece import sentencepiece_model_pb2
 
     proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(pathlib.Path(vocab).read_bytes())
+    proto.ParseFromString(vocab.read_bytes())
     kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
     if kind != "UNIGRAM":
         raise ValueError(f"vocabulary {vocab}: trainer_spec.model_type {kind}; T5Tokenizer(Fast) "
@@ -191,13 +193,11 @@ def _check_vocab_type(vocab) -> None:
                          "retrain the vocabulary as unigram, or export with --no-tokenizer")
 
 
-def _write_vocab(out_dir: pathlib.Path, step_dir: pathlib.Path, vocab) -> list[str]:
-    vocab = pathlib.Path(vocab) if vocab else find_vocab(step_dir)
+def _write_vocab(out_dir: pathlib.Path, step_dir: pathlib.Path, vocab: pathlib.Path | None) -> list[str]:
+    """`vocab`: resolved and checked by export_hf (None: none given or saved)."""
     if vocab is None:
         log.warning("no SentencePiece vocabulary given or saved beside %s: no tokenizer exported", step_dir)
         return []
-    if not vocab.is_file():
-        raise FileNotFoundError(f"vocabulary {vocab} does not exist")
     shutil.copyfile(vocab, out_dir / VOCAB_FILE)
     # extra_ids=0: ids are exactly the SentencePiece ids our tasks used (no sentinels appended).
     tokenizer_config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "eos_token": "</s>",
