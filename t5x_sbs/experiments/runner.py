@@ -168,8 +168,7 @@ def sweep_cell(config, cell, cell_dir: str) -> dict:
     data_dir, spm_path, bindings = _PREPARED[config.out_dir]
     spec = TrainSpec(
         model_dir=os.path.join(cell_dir, "model"), mixture=mixture_name(config.dataset, *METHODS[cell.method]),
-        model_gin=os.path.join(REPO, config.sizes[cell.size]) if not os.path.isabs(config.sizes[cell.size])
-        else config.sizes[cell.size], spm_path=spm_path,
+        model_gin=config.model_gin(cell.size), spm_path=spm_path,
         data_dir=data_dir if config.dataset != "arith" else "", train_steps=config.train_steps,
         batch_size=config.batch_size, feature_lengths=tuple(config.feature_lengths.items()),
         # standard mixtures have no rationale tokens, so λ is moot there; the sweep's first λ keeps
@@ -194,9 +193,9 @@ def size_params(config) -> dict[str, int] | None:
     # the cells' embedding rows: the sweep's SentencePiece size padded as in gin_bindings()
     spm_path = config.spm_path or os.path.join(config.out_dir, "vocab", "spm.model")
     vocab = padded_vocab_size(spm_path) if os.path.exists(spm_path) else config.vocab_size
-    for size, gin_file in config.sizes.items():
+    for size in config.sizes:
         gin.clear_config()
-        gin.parse_config_files_and_bindings([os.path.join(REPO, gin_file)],
+        gin.parse_config_files_and_bindings([config.model_gin(size)],
                                             [f"T5Config.vocab_size = {vocab}", *config.gin_bindings])
         model_config = T5Config.from_gin()
         shapes = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from t5x_sbs.experiments import tables
+from t5x_sbs.experiments.runner import REPO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,10 @@ class SweepConfig:
     spm_path: str = ""                           # a SentencePiece model (pretrained checkpoints bring theirs)
     initial_checkpoints: dict[str, str] = dataclasses.field(default_factory=dict)  # size -> our ckpt or HF dir
     gin_bindings: tuple[str, ...] = ()           # extra KEY=VALUE for every cell
+
+    def model_gin(self, size: str) -> str:
+        """The size's gin file; a relative path is from the repo root, as gin includes are."""
+        return os.path.join(REPO, self.sizes[size])  # an absolute path stays as it is
 
     def __post_init__(self):
         for method in self.methods:
@@ -111,7 +116,6 @@ def result_path(config: SweepConfig, cell: Cell) -> str:
     return os.path.join(config.out_dir, "cells", cell.name, "result.json")
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Grid coordinates and output places: they name a cell or where it lives, not how it trains.
 _NOT_SETTINGS = {"out_dir", "sizes", "methods", "fractions", "rationale_weights", "seeds", "initial_checkpoints"}
 
@@ -124,8 +128,7 @@ def _gin_sha256(path: str) -> str | None:
     repo root, as the runner's search path does): editing an included model file changes it too."""
     digest, seen, todo = hashlib.sha256(), set(), [path]
     while todo:
-        name = todo.pop(0)
-        full = name if os.path.isabs(name) else os.path.join(REPO, name)
+        full = os.path.join(REPO, todo.pop(0))  # an absolute path stays as it is
         if full in seen:
             continue
         seen.add(full)
@@ -143,7 +146,7 @@ def cell_settings(config: SweepConfig, cell: Cell) -> dict[str, Any]:
     a rerun after a settings change refuses the stale result instead of reusing it."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
     gin_file = config.sizes[cell.size]
-    settings.update(model_gin=gin_file, model_gin_sha256=_gin_sha256(gin_file),
+    settings.update(model_gin=gin_file, model_gin_sha256=_gin_sha256(config.model_gin(cell.size)),
                     initial_checkpoint=config.initial_checkpoints.get(cell.size, ""))
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from result.json
 
