@@ -65,21 +65,23 @@ def strip_output(output: str, example=None, is_target: bool = False) -> str:
 
 # --- python rows ---------------------------------------------------------------------------
 
-def _selected(spec: DatasetSpec, split: str) -> list[Example]:
-    examples = spec.load(config.data_dir(), split)
+def _selected(spec: DatasetSpec, split: str) -> tuple[list[Example], dict[str, sources.TeacherOutput] | None]:
+    """The split's examples after the data fraction (and teacher coverage), and the teacher
+    outputs when selecting them needed the store (else None: callers read it if they need it)."""
+    examples, teacher = spec.load(config.data_dir(), split), None
     annotated_only = split == "train" and config.teacher_coverage() == "annotated"
     if split == "train":
         fraction = config.data_options().fraction
         examples = [e for e in examples if sources.id_fraction(e.id) < fraction]
     if annotated_only and examples:  # every method learns from the examples the teacher was asked
-        selected, annotated = len(examples), _teacher(spec, split, examples)
-        examples = [e for e in examples if e.id in annotated]
+        selected, teacher = len(examples), _teacher(spec, split, examples)
+        examples = [e for e in examples if e.id in teacher]
         logging.info("%s train: %d of %d examples have a teacher record (teacher_coverage 'annotated')",
                      spec.name, len(examples), selected)
     if not examples:
         why = " with a teacher record (tasks.config.teacher_coverage.mode = 'annotated')" if annotated_only else ""
         raise ValueError(f"{spec.name} {split}: no examples selected{why}")
-    return examples
+    return examples, teacher
 
 
 def _teacher(spec: DatasetSpec, split: str, examples: list[Example]) -> dict[str, sources.TeacherOutput]:
@@ -94,10 +96,10 @@ def _gold(spec: DatasetSpec, split: str, example: Example) -> str:
 
 def label_targets(spec: DatasetSpec, split: str, source: str) -> list[tuple[Example, str]]:
     """(example, label) per example; teacher labels only on train, unparseable ones skipped (logged)."""
-    examples = _selected(spec, split)
+    examples, teacher = _selected(spec, split)
     if source == "gold" or split != "train":
         return [(e, _gold(spec, split, e)) for e in examples]
-    teacher = _teacher(spec, split, examples)
+    teacher = teacher if teacher is not None else _teacher(spec, split, examples)
     kept = [(e, teacher[e.id].parsed.label) for e in examples if e.id in teacher and teacher[e.id].parsed.ok]
     if len(kept) < len(examples):
         logging.warning("%s %s: skipped %d of %d examples whose teacher output is not 'ok'",
@@ -107,11 +109,11 @@ def label_targets(spec: DatasetSpec, split: str, source: str) -> list[tuple[Exam
 
 def rationale_targets(spec: DatasetSpec, split: str) -> list[tuple[Example, str]]:
     """(example, rationale) for the covered examples with an 'ok' teacher output."""
-    examples = _selected(spec, split)
+    examples, teacher = _selected(spec, split)
     if split == "train":
         coverage = config.data_options().rationale_coverage
         examples = [e for e in examples if sources.id_fraction(e.id, salt="rationale") < coverage]
-    teacher = _teacher(spec, split, examples)
+    teacher = teacher if teacher is not None else _teacher(spec, split, examples)
     kept = [(e, teacher[e.id].parsed.rationale) for e in examples  # not in `teacher`: never asked
             if e.id in teacher and teacher[e.id].parsed.ok and (teacher[e.id].parsed.rationale or "").strip()]
     if len(kept) < len(examples):
