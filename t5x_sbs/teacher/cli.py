@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fraction", type=float, default=1.0,
         help="annotate the deterministic subset id_fraction(id, 'rationale') < F (the tasks' rationale coverage)")
     add("--teacher", required=True, help="gemini:MODEL | replay:palm | scripted:NAME[,k=v...]")
-    add("--prompt", choices=prompting.STYLES, default="few_shot")
+    add("--prompt", default="few_shot", help="few_shot | zero_shot | a prompt FILE (e.g. from optimize-prompt)")
     add("--json_output", action="store_true", help="zero-shot: ask for JSON {rationale, label} via a response schema")
     add("--out", required=True, help="the JSONL store (appended to, resumable)")
     add("--samples", type=int, default=1, help="answers per example (sample index 0..N-1)")
@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--poll_interval", type=float, default=30.0, help="seconds between batch polls")
     add("--no_progress", action="store_true")
     add("--seed", type=int, default=0)
+    add_gemini_arguments(parser)
+
+
+def add_gemini_arguments(parser: argparse.ArgumentParser) -> None:
     gemini = parser.add_argument_group("gemini (google-genai; key from GEMINI_API_KEY / GOOGLE_API_KEY)")
     gemini.add_argument("--base_url", default=None, help="a compatible endpoint instead of Google's")
     gemini.add_argument("--vertex", action="store_true", help="Vertex AI with application default credentials")
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     examples = select(load_examples(args.dataset, args.data_dir, args.split), args.fraction, args.limit)
-    template = prompting.load_prompt(args.dataset, args.prompt, args.json_output)
+    template = prompting.resolve_prompt(args.dataset, args.prompt, args.json_output)
     context = backends.BackendContext(dataset=args.dataset, data_dir=args.data_dir, split=args.split, seed=args.seed)
     kind = backends.parse_spec(args.teacher)[0]
     backend = backends.make_backend(args.teacher, context, **(gemini_settings(args) if kind == "gemini" else {}))

@@ -6,6 +6,9 @@ answer template (how a demonstration's rationale and label are written, i.e. the
 two styles: `few_shot` (~10 chain-of-thought demonstrations, Wei et al. style) and
 `zero_shot` (an instruction only; optionally JSON through the SDK's response schema).
 
+A prompt file (`--prompt FILE`, e.g. the winner `t5x-sbs optimize-prompt` writes) has the
+same schema with one style; `resolve_prompt` takes either a style name or such a file.
+
 `PromptTemplate.hash` covers everything that shapes the request, so a changed prompt gives
 a new key in the store and never mixes silently with old results.
 """
@@ -103,13 +106,15 @@ def _template_files() -> dict[str, str]:
     return files
 
 
-@functools.lru_cache(maxsize=None)
-def _read(path: str) -> dict[str, Any]:
+def _read_file(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise PromptError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
+_read = functools.lru_cache(maxsize=None)(_read_file)  # the built-in templates never change
 
 
 def available_datasets() -> list[str]:
@@ -120,12 +125,39 @@ def load_prompt(dataset: str, style: str, json_output: bool = False) -> PromptTe
     """The template for a dataset and style; JSON output is a zero-shot option."""
     if style not in STYLES:
         raise PromptError(f"unknown prompt style {style!r}; expected one of {STYLES}")
-    if json_output and style != "zero_shot":
-        raise PromptError("JSON output (response schema) is a zero-shot option")
     path = _template_files().get(dataset)
     if path is None:
         raise PromptError(f"no prompt template for dataset {dataset!r}; have {available_datasets()}")
-    spec = _read(path)
+    return template_from_spec(_read(path), path, dataset, style, json_output)
+
+
+def load_prompt_file(path: str, dataset: str, json_output: bool = False) -> PromptTemplate:
+    """A prompt file written by `t5x-sbs optimize-prompt` (or by hand): the schema of
+    `prompts/<dataset>.json` holding one style; its hash is that of the same template built
+    in memory, so the records it makes key like those the optimiser scored."""
+    if not os.path.isfile(path):
+        raise PromptError(f"--prompt {path}: no such prompt file (or a style: {', '.join(STYLES)})")
+    spec = _read_file(path)  # not cached: an optimiser may rewrite it
+    if dataset not in spec.get("datasets", [spec.get("dataset")]):
+        raise PromptError(f"{path}: field 'datasets' does not name dataset {dataset!r}")
+    styles = [s for s in STYLES if s in spec]
+    if len(styles) != 1:
+        raise PromptError(f"{path}: expected exactly one of the fields {STYLES}, found {styles}")
+    return template_from_spec(spec, path, dataset, styles[0], json_output)
+
+
+def resolve_prompt(dataset: str, prompt: str, json_output: bool = False) -> PromptTemplate:
+    """`--prompt`: a style name (the dataset's built-in template) or a prompt file path."""
+    if prompt in STYLES:
+        return load_prompt(dataset, prompt, json_output)
+    return load_prompt_file(prompt, dataset, json_output)
+
+
+def template_from_spec(spec: dict[str, Any], path: str, dataset: str, style: str,
+                       json_output: bool = False) -> PromptTemplate:
+    """One style of a template file's contents; errors name the file and field."""
+    if json_output and style != "zero_shot":
+        raise PromptError("JSON output (response schema) is a zero-shot option")
     try:
         part = spec[style]
         demos = tuple(part.get("demonstrations", ())) if style == "few_shot" else ()
@@ -142,3 +174,13 @@ def load_prompt(dataset: str, style: str, json_output: bool = False) -> PromptTe
             json_output=json_output, gold_format=spec.get("gold_format", "plain"))
     except KeyError as e:
         raise PromptError(f"{path}: field {e.args[0]!r} missing") from None
+
+
+def template_spec(template: PromptTemplate, **extra: Any) -> dict[str, Any]:
+    """The file contents `load_prompt_file` turns back into this (text, zero-shot) template."""
+    if template.style != "zero_shot" or template.json_output:
+        raise PromptError("only zero-shot text templates are written as prompt files")
+    return {"dataset": template.dataset, "datasets": [template.dataset],
+            "query_template": template.query_template, "answer_template": template.answer_template,
+            "stop_sequences": list(template.stop_sequences), "gold_format": template.gold_format,
+            "zero_shot": {"instruction": template.instruction, "separator": template.separator}, **extra}
