@@ -1,7 +1,9 @@
 """`t5x-sbs` command line: a thin dispatcher over the library.
 
 Each subcommand lives in the module that owns its concern; that module exposes
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their
+`add_arguments(parser)` and `run(args) -> int`. Expected user errors (bad paths, data, gin,
+checkpoints) end as one line with exit code 2 (`t5x_sbs.user_errors`); `--debug` anywhere on
+the command line shows the traceback instead. Modules are imported only when their
 subcommand runs, so `t5x-sbs --help` stays fast and needs no JAX or TensorFlow.
 """
 from __future__ import annotations
@@ -39,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs a subcommand; expected user errors print one line and return 2 (`--debug`: traceback)."""
+    from t5x_sbs.user_errors import pop_debug, report_errors
+
+    argv, debug = pop_debug(list(sys.argv[1:] if argv is None else argv))
+    name = argv[0] if argv else "t5x-sbs"
+    return report_errors(f"t5x-sbs {name}", lambda: _dispatch(argv), debug=debug)
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         args = parser.parse_args(argv)  # prints help or the "invalid choice" error

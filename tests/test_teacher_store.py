@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -174,16 +175,20 @@ def test_scripted_teacher_goes_through_the_same_runner_and_ledger(tmp_path):
     assert report["tokens"]["prompt"] > 0 and report["cost_usd"] == 0.0
 
 
-def test_cli_reports_bad_inputs_as_one_clear_line(tmp_path):
+def test_cli_reports_bad_inputs_as_one_clear_line(tmp_path, capsys):
     from t5x_sbs.cli import main
     bad = tmp_path / "bad.jsonl"
     bad.write_text(_record(0).to_json() + "\n" + '{"id": 1}\n' + _record(1).to_json() + "\n")
-    with pytest.raises(SystemExit, match=r"bad\.jsonl:2: field 'input': missing"):
-        main(["ledger", str(bad)])
+
+    def one_line_error(argv, pattern):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(pattern, err), err
+
+    one_line_error(["ledger", str(bad)], r"bad\.jsonl:2: field 'input': missing")
     fake_gemini.write_cqa_dataset(str(tmp_path), 3)
-    with pytest.raises(SystemExit, match=r"bad\.jsonl:2: field 'input': missing"):  # before any request
-        main(["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path), "--teacher", "gemini:m",
-              "--base_url", "http://127.0.0.1:9", "--out", str(bad)])
-    with pytest.raises(SystemExit, match=r"cqa_train\.json: file not found"):
-        main(["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path / "none"), "--teacher", "gemini:m",
-              "--out", str(tmp_path / "o.jsonl")])
+    one_line_error(["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path), "--teacher", "gemini:m",
+                    "--base_url", "http://127.0.0.1:9", "--out", str(bad)],  # before any request
+                   r"bad\.jsonl:2: field 'input': missing")
+    one_line_error(["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path / "none"), "--teacher", "gemini:m",
+                    "--out", str(tmp_path / "o.jsonl")], r"cqa_train\.json: file not found")

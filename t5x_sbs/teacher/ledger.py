@@ -14,9 +14,10 @@ import functools
 import json
 import os
 import statistics
+import sys
 from typing import Any, Iterable
 
-from t5x_sbs.records import USAGE_FIELDS, TeacherRecord
+from t5x_sbs.records import USAGE_FIELDS, InputError, TeacherRecord
 from t5x_sbs.teacher.feedback import feedback_report, label_agrees, words
 
 DEFAULT_PRICES = os.path.join(os.path.dirname(__file__), "prices.json")
@@ -24,12 +25,24 @@ DEFAULT_PRICES = os.path.join(os.path.dirname(__file__), "prices.json")
 
 @functools.lru_cache(maxsize=8)
 def load_prices(path: str = DEFAULT_PRICES) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        table = json.load(f)
-    for model, price in table.get("models", {}).items():
+    """The price table; a missing, non-JSON or ill-shaped file raises InputError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except OSError as e:
+        raise InputError(path, None, None, f"cannot read the price table ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    models = table.get("models", {}) if isinstance(table, dict) else None
+    if not isinstance(models, dict):
+        raise InputError(path, None, "models", "expected an object {model: {input, output}} (USD per 1M tokens)")
+    for model, price in models.items():
         for field in ("input", "output"):
-            if not isinstance(price.get(field), (int, float)):
-                raise ValueError(f"{path}: models.{model}.{field} must be a number (USD per 1M tokens)")
+            value = price.get(field) if isinstance(price, dict) else None
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise InputError(path, None, f"models.{model}.{field}", "must be a number >= 0 (USD per 1M tokens)")
     return table
 
 
@@ -56,6 +69,13 @@ def spent_usage(record: TeacherRecord) -> dict[str, int]:
     return {f: int(record.usage.get(f, 0)) + int(old.get(f, 0)) for f in USAGE_FIELDS}
 
 
+def record_calls(record: TeacherRecord) -> int:
+    """API calls made for this key: this record's (feedback re-asks included) and those of
+    the records it superseded (`--retry-failed`)."""
+    own = len(record.extra.get("call_usage") or [record.usage])
+    return own + int(record.extra.get("superseded_calls", 0))
+
+
 def record_cost(record: TeacherRecord, prices: str = DEFAULT_PRICES) -> float:
     table = load_prices(prices)
     discount = table.get("batch_discount", 0.5) if record.extra.get("batch") else 1.0
@@ -79,7 +99,7 @@ def summarize(records: Iterable[TeacherRecord], prices: str = DEFAULT_PRICES) ->
             "teacher": r.teacher, "prompt": style, "prompt_hash": r.prompt_hash, "examples": 0,
             "calls": 0, "prompt_tokens": 0, "total_tokens": 0, "cost_usd": 0.0})
         g["examples"] += 1
-        g["calls"] += len(r.extra.get("call_usage", [r.usage]))
+        g["calls"] += record_calls(r)
         g["prompt_tokens"] += usage["prompt"]
         g["total_tokens"] += usage["total"]
         g["cost_usd"] += record_cost(r, prices)
@@ -89,8 +109,14 @@ def summarize(records: Iterable[TeacherRecord], prices: str = DEFAULT_PRICES) ->
     ok = [r for r in records if r.status == "ok"]
     judged = [label_agrees(r.dataset, r.gold, r.label) for r in ok]
     judged = [j for j in judged if j is not None]
+    replaced = [r.extra.get("superseded_usage") or {} for r in records]
     summary = {
         "records": len(records),
+        "calls": sum(record_calls(r) for r in records),
+        # Stores written before `superseded_records` existed: one replaced answer per record.
+        "replaced_answers": sum(int(r.extra.get("superseded_records", bool(r.extra.get("superseded_usage"))))
+                                for r in records),
+        "replaced_tokens": sum(int(u.get("total", 0)) for u in replaced),
         "statuses": dict(collections.Counter(r.status for r in records)),
         "tokens": {f: int(totals[f]) for f in USAGE_FIELDS},
         "cost_usd": round(sum(g["cost_usd"] for g in groups.values()), 6),
@@ -126,21 +152,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prices", default=DEFAULT_PRICES, help="price table JSON (USD per 1M tokens)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from t5x_sbs.teacher.store import TeacherStore
+def read_stores(paths: Iterable[str]) -> tuple[list[TeacherRecord], list[str]]:
+    """The records of every store by the reading rule, and a note per torn last line."""
+    from t5x_sbs.teacher.store import read_store
+
     records: list[TeacherRecord] = []
-    for path in args.files:
-        if not os.path.exists(path):
-            raise SystemExit(f"ledger: {path}: no such file")
-        try:
-            records.extend(TeacherStore(path).load(repair=False).values())
-        except ValueError as e:  # RecordError names file, line and field
-            raise SystemExit(f"ledger: {e}") from None
+    notes = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise InputError(path, None, None, "no such file" if not os.path.exists(path) else "not a file")
+        contents = read_store(path)
+        records.extend(contents.records.values())
+        if contents.torn_line is not None:
+            notes.append(f"{path}:{contents.torn_line}: torn last line (an interrupted write) not counted; "
+                         "the teacher's resume repairs it")
+    return records, notes
+
+
+def run(args: argparse.Namespace) -> int:
+    records, notes = read_stores(args.files)
+    for note in notes:
+        print(f"ledger: {note}", file=sys.stderr)
     summary = summarize(records, os.path.abspath(args.prices))
+    summary["torn_lines"] = len(notes)
     if args.json:
         print(json.dumps(summary, indent=1, sort_keys=True))
         return 0
-    print(f"records {summary['records']}  statuses {summary['statuses']}")
+    print(f"records {summary['records']}  calls {summary['calls']} (replaced answers {summary['replaced_answers']}, "
+          f"{summary['replaced_tokens']} tokens)  statuses {summary['statuses']}")
     print("tokens " + "  ".join(f"{k} {v}" for k, v in summary["tokens"].items()) + f"  cost ${summary['cost_usd']:.4f}")
     print(f"teacher label accuracy vs gold {summary['label_accuracy']} (n={summary['label_accuracy_n']})  "
           f"mean rationale {summary['mean_rationale_words']} words")

@@ -180,6 +180,8 @@ class Runner:
         old = self.existing.get(record.key)
         if old is not None:  # a retried key: what the old answer cost stays on the books
             record.extra["superseded_usage"] = sum_usage([old.usage, old.extra.get("superseded_usage", {})])
+            record.extra["superseded_calls"] = ledger.record_calls(old)
+            record.extra["superseded_records"] = int(old.extra.get("superseded_records", 0)) + 1
         self.store.append(record)
         if self.options.feedback:
             self.finished.append(record)
@@ -218,7 +220,15 @@ class Runner:
             await asyncio.gather(all_done, *workers, return_exceptions=True)
 
     async def run(self, examples: Sequence[Example]) -> dict[str, Any]:
-        """Annotates what is not yet in the store; returns a summary."""
+        """Annotates what is not yet in the store; returns a summary. Holds the store's writer
+        lock throughout (a second writer fails before any request)."""
+        try:
+            with self.store.writing():
+                return await self._run_locked(examples)
+        finally:
+            await self.backend.aclose()
+
+    async def _run_locked(self, examples: Sequence[Example]) -> dict[str, Any]:
         self.existing = existing = self.store.load()
         jobs = self.plan(examples, existing)
         started = time.monotonic()
@@ -233,7 +243,6 @@ class Runner:
         finally:
             self._bar.close()
             self.store.close()
-            await self.backend.aclose()
         elapsed = time.monotonic() - started
         lines = self.store.canonicalize(example_order(e.id for e in examples))
         summary = {"examples": len(examples), "skipped": len(examples) * self.options.samples - len(jobs),

@@ -1,0 +1,70 @@
+"""Expected user errors end as one line naming file, line and field, with exit code 2.
+
+`t5x-sbs` (every subcommand) and `python -m t5x_sbs.main` run through `report_errors`: a bad
+path, bad JSON or encoding, an unknown name, a bad gin binding, a bad checkpoint or
+safetensors file... prints `PROG: <what and where>` on stderr and returns 2. With `--debug`
+the exception propagates with its traceback (for bug reports).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable
+
+from t5x_sbs.records import InputError
+
+DEBUG_FLAG = "--debug"
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [InputError, OSError, ValueError, KeyError, LookupError]
+    try:
+        from safetensors import SafetensorError  # a truncated or garbled .safetensors file
+        types.append(SafetensorError)
+    except ImportError:
+        pass
+    import tokenize  # gin's parser raises TokenError on an unclosed bracket
+
+    types.append(tokenize.TokenError)
+    return tuple(types)
+
+
+def describe(error: BaseException) -> str:
+    """One line: what went wrong and where (file, line, field when known)."""
+    if isinstance(error, InputError):
+        text = str(error)
+    elif isinstance(error, json.JSONDecodeError):
+        text = f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+    elif isinstance(error, UnicodeDecodeError):
+        text = f"not UTF-8 text ({error.reason} at byte {error.start})"
+    elif isinstance(error, OSError) and error.filename:
+        text = f"{os.fspath(error.filename)}: {error.strerror or error}"
+    elif isinstance(error, KeyError):
+        text = f"{type(error).__name__}: {error.args[0] if error.args else error}"
+    else:
+        text = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
+
+
+def pop_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """argv without `--debug`, and whether it was there."""
+    return [a for a in argv if a != DEBUG_FLAG], DEBUG_FLAG in argv
+
+
+def report_errors(prog: str, fn: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Runs `fn`; an expected user error becomes one line on stderr and exit code 2."""
+    try:
+        return int(fn() or 0)
+    except SystemExit as e:
+        if isinstance(e.code, str):  # SystemExit("message"): our modules' own one-line errors
+            if debug:
+                raise
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
+    except _user_error_types() as e:
+        if debug:
+            raise
+        print(f"{prog}: {describe(e)}  (--debug shows the traceback)", file=sys.stderr)
+        return 2
