@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("t5x_sbs.data.vocab", "train a small SentencePiece vocabulary from a task's texts"),
     "import-rationales": ("t5x_sbs.data.eitnlp", "turn third-party CoT files (eitnlp_cot) into a teacher store"),
     "rationales": ("t5x_sbs.teacher.cli", "ask a teacher LLM for rationales and labels into a JSONL store"),
+    "optimize-prompt": ("t5x_sbs.teacher.optimize_cli", "search a zero-shot instruction with the teacher (OPRO)"),
     "ledger": ("t5x_sbs.teacher.ledger", "token, cost and status totals of a rationale store"),
     "train": ("t5x_sbs.main", "run the trainer (same flags as python -m t5x_sbs.main)"),
     "convert": ("t5x_sbs.convert.cli", "convert checkpoints between ours, Hugging Face and T5X"),

@@ -63,6 +63,10 @@ class PromptTemplate:
             raise PromptError(f"{where}: the {self.dataset} prompt needs field {e.args[0]!r}; "
                               f"have {sorted(fields)}") from None
 
+    def query(self, example: Example) -> str:
+        """How one example is asked (no instruction, no demonstrations)."""
+        return self._query({"text": example.text, **example.input}, f"example {example.id}")
+
     def answer_text(self, rationale: str, label: str) -> str:
         """A rationale and label written the way the parser reads them back."""
         return self.answer_template.format(rationale=rationale.strip(), label=label.strip())
@@ -73,7 +77,7 @@ class PromptTemplate:
         for i, demo in enumerate(self.demonstrations):
             query = self._query(demo, f"prompts/{self.dataset}.json demonstration {i}")
             parts.append(query + self.answer_text(demo["rationale"], demo["label"]))
-        parts.append(self._query({"text": example.text, **example.input}, f"example {example.id}"))
+        parts.append(self.query(example))
         return self.instruction + self.separator.join(parts)
 
     def gold_answer(self, example: Example) -> str | None:
@@ -90,8 +94,7 @@ class PromptTemplate:
         gold = self.gold_answer(example)
         note = (f"\n\nThe answer above is wrong: the correct answer is {gold}. Write a new rationale that "
                 f"reasons step by step to the correct answer, ending in the same answer format.\n\n")
-        return previous_prompt + previous_answer.rstrip() + note + self._query(
-            {"text": example.text, **example.input}, f"example {example.id}")
+        return previous_prompt + previous_answer.rstrip() + note + self.query(example)
 
 
 @functools.lru_cache(maxsize=None)
