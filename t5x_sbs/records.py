@@ -32,8 +32,14 @@ class RecordError(InputError):
 
 def iter_jsonl(path: str | os.PathLike, error: type[InputError] = InputError) -> Iterator[tuple[int, Any]]:
     """(line number, decoded value) for every non-blank line; invalid JSON raises `error`."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
+    if os.path.isdir(path):
+        raise error(path, None, None, "is a directory, not a JSONL file")
+    with open(path, "rb") as f:
+        for line_no, data in enumerate(f, start=1):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(path, line_no, None, f"not UTF-8 text ({e.reason} at column {e.start + 1})") from None
             if not text.strip():
                 continue
             try:

@@ -9,6 +9,8 @@ Gin bindings (macros as in T5X):
     tasks.config.data_options.rationale_coverage = 0.5     # rationales for a hashed subset
     tasks.config.teacher_files.files = {'svamp': 'stores/svamp.jsonl'}
     tasks.config.teacher_coverage.mode = 'annotated'       # a store covering part of train (--limit)
+    tasks.config.teacher_reading.samples = 'vote'          # first | vote | all (several samples)
+    tasks.config.teacher_reading.prompt_hash = '3f2a'      # a store holding several prompts/teachers
     tasks.config.tfds_data_dirs.dirs = {'esnli': '~/tensorflow_datasets'}  # read from prepared TFDS
     tasks.config.mixture_rates.mode = 'examples'           # or 'equal' (default)
     tasks.config.mixture_rates.rates = {'asdiv_label_llm': 0.5}
@@ -91,6 +93,20 @@ def teacher_coverage(mode: str = "all") -> str:
     if mode not in TEACHER_COVERAGE_MODES:
         raise ValueError(f"tasks.config.teacher_coverage.mode: {mode!r} is not one of {TEACHER_COVERAGE_MODES}")
     return mode
+
+
+@gin.configurable(module="tasks.config")
+def teacher_reading(teacher: str | None = None, prompt_hash: str | None = None, samples: str = "first"):
+    """How the tasks read a teacher store (`t5x_sbs.data.store_reading`): which (teacher, prompt
+    hash) group, needed when a store holds several (it is refused otherwise, listing them), and
+    what several samples per example give: 'first' (the lowest sample), 'vote' (the majority
+    label, the agreeing rationales as extra rationale rows) or 'all' (every ok sample)."""
+    from t5x_sbs.data.store_reading import TeacherReading
+
+    try:
+        return TeacherReading(teacher=teacher, prompt_hash=prompt_hash, samples=samples)
+    except ValueError as e:
+        raise ValueError(f"tasks.config.teacher_reading: {e}") from None
 
 
 @gin.configurable(module="tasks.config")

@@ -30,7 +30,8 @@ def read_jsonl_examples(path: str, dataset: str, split: str, input_fields: Seque
                         separator: str = "\n") -> list[Example]:
     """Examples of one JSONL file; a missing/empty field raises DataError with file and line."""
     examples = []
-    for index, (line, obj) in enumerate(sources.read_jsonl(path)):
+    rows = sources.read_jsonl(path)
+    for index, (line, obj) in enumerate(rows):
         parts = []
         for name in input_fields:
             value = obj.get(name)
@@ -49,7 +50,7 @@ def read_jsonl_examples(path: str, dataset: str, split: str, input_fields: Seque
             raise sources.DataError(path, line, id_field, "missing id")
         examples.append(Example(id=example_id, dataset=dataset, split=split, text=separator.join(parts),
                                 input={k: obj[k] for k in input_fields}, gold=gold))
-    return examples
+    return sources.require_unique_ids(examples, path, [line for line, _ in rows])
 
 
 @gin.configurable(module="tasks.custom")
@@ -88,6 +89,7 @@ def register_jsonl_dataset(name: str, train_path: str, validation_path: str | No
             raise sources.DataError(f"<{name}>", None, "teacher_file", "no teacher file given for the *_llm tasks")
         file_split = "train" if (split != "test" and not validation_path) else split
         return sources.teacher_from_store(teacher_file, examples, list(file_examples(file_split)),
-                                          require_all=config.teacher_coverage() == "all")
+                                          require_all=config.teacher_coverage() == "all",
+                                          reading=config.teacher_reading())
 
     return register_dataset(DatasetSpec(name=name, load=load, teacher=teacher, metric=metric))

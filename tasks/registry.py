@@ -100,10 +100,11 @@ def label_targets(spec: DatasetSpec, split: str, source: str) -> list[tuple[Exam
     if source == "gold" or split != "train":
         return [(e, _gold(spec, split, e)) for e in examples]
     teacher = teacher if teacher is not None else _teacher(spec, split, examples)
-    kept = [(e, teacher[e.id].parsed.label) for e in examples if e.id in teacher and teacher[e.id].parsed.ok]
-    if len(kept) < len(examples):
+    kept = [(e, label) for e in examples if e.id in teacher for label in teacher[e.id].labels()]
+    used = sum(1 for e in examples if e.id in teacher and teacher[e.id].parsed.ok)
+    if used < len(examples):
         logging.warning("%s %s: skipped %d of %d examples whose teacher output is not 'ok'",
-                        spec.name, split, len(examples) - len(kept), len(examples))
+                        spec.name, split, len(examples) - used, len(examples))
     return kept
 
 
@@ -114,11 +115,15 @@ def rationale_targets(spec: DatasetSpec, split: str) -> list[tuple[Example, str]
         coverage = config.data_options().rationale_coverage
         examples = [e for e in examples if sources.id_fraction(e.id, salt="rationale") < coverage]
     teacher = teacher if teacher is not None else _teacher(spec, split, examples)
-    kept = [(e, teacher[e.id].parsed.rationale) for e in examples  # not in `teacher`: never asked
-            if e.id in teacher and teacher[e.id].parsed.ok and (teacher[e.id].parsed.rationale or "").strip()]
-    if len(kept) < len(examples):
+    kept = [(e, r) for e in examples if e.id in teacher  # not in `teacher`: never asked
+            for r in teacher[e.id].rationales()]
+    covered = len({e.id for e, _ in kept})
+    if covered < len(examples):
         logging.warning("%s %s: %d of %d examples have no usable rationale",
-                        spec.name, split, len(examples) - len(kept), len(examples))
+                        spec.name, split, len(examples) - covered, len(examples))
+    if len(kept) > covered:
+        logging.info("%s %s: %d rationale rows from several samples of %d examples (teacher_reading.samples %r)",
+                     spec.name, split, len(kept), covered, config.teacher_reading().samples)
     return kept
 
 
@@ -131,7 +136,9 @@ def _rows(pairs: Sequence[tuple[Example, str]], kind: str) -> dict[str, list]:
 
 def paired_rows(spec: DatasetSpec, split: str, source: str) -> dict[str, list]:
     """One row per example that has both a label and a rationale."""
-    labels = dict((e.id, (e, t)) for e, t in label_targets(spec, split, source))
+    labels: dict[str, tuple[Example, str]] = {}
+    for e, t in label_targets(spec, split, source):
+        labels.setdefault(e.id, (e, t))  # the main label (samples mode 'all' adds more)
     rationales = rationale_targets(spec, split)
     both = [(labels[e.id][0], labels[e.id][1], r) for e, r in rationales if e.id in labels]
     prefix = config.prefixes()
@@ -291,7 +298,8 @@ def builtin_spec(dataset: str, metric: str = "accuracy") -> DatasetSpec:
         file_split = split if (split != "validation" or dataset in sources.HAS_VALIDATION) else "train"
         if store:
             file_examples = sources.load_examples(dataset, data_dir, file_split, tfds_data_dir=tfds_dir())
-            return sources.teacher_from_store(store, examples, file_examples, require_all=require_all)
+            return sources.teacher_from_store(store, examples, file_examples, require_all=require_all,
+                                              reading=config.teacher_reading())
         if dataset not in sources.PALM_DATASETS:
             raise sources.DataError(f"<{dataset}>", None, "teacher_files",
                                     f"{dataset} has no stored PaLM outputs: its *_llm tasks need a teacher store, "

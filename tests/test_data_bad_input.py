@@ -70,7 +70,7 @@ def test_teacher_record_missing_field_and_bad_json(tmp_path):
     with pytest.raises(RecordError, match=r"t.jsonl:2: field 'rationale': missing"):
         sources.teacher_from_store(str(store), _examples(2))
     store = _write(tmp_path / "u.jsonl", [_record(0), "{torn"])
-    with pytest.raises(sources.DataError, match=r"u.jsonl:2: invalid JSON"):
+    with pytest.raises(RecordError, match=r"u.jsonl:2: invalid JSON"):
         sources.teacher_from_store(str(store), _examples(2))
 
 

@@ -1,7 +1,10 @@
 """`t5x-sbs data-report`: examples, teacher agreement and parse failures of a dataset split.
 
 The teacher is the paper's stored PaLM outputs (replay) unless `--teacher_file` names a store
-of `TeacherRecord`s. Agreement is the teacher's label against the gold label, in percent:
+of `TeacherRecord`s, read by the tasks' rule (`data.store_reading`; `--teacher_name`,
+`--prompt_hash`, `--samples` as gin `tasks.config.teacher_reading`). Broken data (misaligned
+outputs, duplicate ids, unknown splits, bad lines) fails with exit code 2. With several samples
+per example it prints how often the ok samples agree and the vote's label accuracy vs gold. Agreement is the teacher's label against the gold label, in percent:
 - SVAMP/ASDiv compare equations by value (`metrics.equation_equal`, no eval), GSM8K by number;
 - NLI compares the parsed class;
 - CQA (and CoS-E) count the teacher right when its final answer sentence names the gold choice
@@ -17,7 +20,7 @@ import statistics
 import sys
 
 from t5x_sbs import metrics
-from t5x_sbs.data import sources
+from t5x_sbs.data import sources, store_reading
 
 
 def _label_correct(dataset: str, output: sources.TeacherOutput) -> bool:
@@ -35,14 +38,12 @@ def _exact(dataset: str, gold: str, label: str | None) -> bool:
 
 
 def build_report(dataset: str, data_dir: str, split: str, teacher_file: str | None = None,
-                 spm_path: str | None = None) -> dict:
+                 spm_path: str | None = None, reading: store_reading.TeacherReading | None = None) -> dict:
     examples = sources.load_examples(dataset, data_dir, split)
-    try:
-        outputs = sources.teacher_outputs(dataset, data_dir, split, teacher_file, require_all=False)
-    except sources.DataError as e:
-        if teacher_file:
-            raise
-        outputs, teacher_file = [], f"none ({e})"  # e.g. GSM8K/ASDiv: no stored PaLM outputs
+    if teacher_file or dataset in sources.PALM_DATASETS:  # broken teacher data fails the report
+        outputs = sources.teacher_outputs(dataset, data_dir, split, teacher_file, require_all=False, reading=reading)
+    else:  # GSM8K/ASDiv: no stored PaLM outputs
+        outputs, teacher_file = [], f"none ({dataset} has no stored PaLM outputs; give --teacher_file)"
     count_tokens = _token_counter(spm_path)
     with_gold = [o for o in outputs if o.example.gold is not None]
     ok = [o for o in outputs if o.parsed.ok]
@@ -65,6 +66,9 @@ def build_report(dataset: str, data_dir: str, split: str, teacher_file: str | No
         if ok else 0.0,
         "rationale_token_unit": "sentencepiece" if spm_path else "whitespace",
         "mean_input_words": round(statistics.fmean([len(e.text.split()) for e in examples]), 2) if examples else 0.0,
+        "samples_mode": (reading or store_reading.TeacherReading()).samples,
+        "rationale_rows": sum(len(o.rationales()) for o in outputs),
+        **store_reading.agreement(outputs),
     }
     return report
 
@@ -88,14 +92,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="train | validation | test")
     parser.add_argument("--teacher_file", default=None, help="a TeacherRecord JSONL store (default: PaLM replay)")
     parser.add_argument("--spm_path", default=None, help="count rationale tokens with this SentencePiece model")
+    parser.add_argument("--teacher_name", default=None, help="read this teacher's records of a store holding several")
+    parser.add_argument("--prompt_hash", default=None, help="read this prompt's records (a prefix) of a store holding several")
+    parser.add_argument("--samples", choices=store_reading.SAMPLE_MODES, default="first",
+                        help="several samples per example: first | vote (majority label) | all")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
+    reading = store_reading.TeacherReading(args.teacher_name, args.prompt_hash, args.samples)
     try:
-        report = build_report(args.dataset, args.data_dir, args.split, args.teacher_file, args.spm_path)
-    except (sources.DataError, ValueError) as e:
-        print(f"data-report: {e}", file=sys.stderr)
+        report = build_report(args.dataset, args.data_dir, args.split, args.teacher_file, args.spm_path, reading)
+    except (ValueError, OSError) as e:  # DataError/StoreError name the file, line and field
+        from t5x_sbs.user_errors import describe
+
+        print(f"data-report: {describe(e)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, sort_keys=True))

@@ -100,6 +100,20 @@ def nli_example(premise: str, hypothesis: str, label: int, uid: str | None, spli
                    input={"premise": premise, "hypothesis": hypothesis}, gold=NLI_LABELS[label])
 
 
+def require_unique_ids(examples: list[Example], path: str, lines: list[int] | None = None) -> list[Example]:
+    """`examples` unchanged, or DataError naming both places of a repeated id (line numbers when
+    given, else row indices): two examples with one id would share one teacher answer."""
+    first: dict[str, int] = {}
+    for i, e in enumerate(examples):
+        where = lines[i] if lines else i
+        if e.id in first:
+            kind = "line" if lines else "row"
+            raise DataError(path, lines[i] if lines else None, "id",
+                            f"duplicate id {e.id!r} ({kind} {where}; first at {kind} {first[e.id]})")
+        first[e.id] = where
+    return examples
+
+
 def unique_ids(examples: list[Example]) -> list[Example]:
     """Repeated ids (an identical e-SNLI pair twice in a split) get `-2`, `-3`, ... in row order."""
     seen: dict[str, int] = {}
@@ -124,11 +138,18 @@ def _svamp_example(obj, path, line, split, index) -> Example:
 def _paper_layout(dataset: str, data_dir: str, split: str) -> list[Example]:
     path = _split_file(data_dir, dataset, split)
     rows = read_jsonl(path)
+    if not rows:
+        raise DataError(path, None, None, "holds no examples")
+    lines = [line for line, _ in rows]
     if dataset == "cqa":
-        return [_cqa_example(obj, path, line, split) for line, obj in rows]
+        return require_unique_ids([_cqa_example(obj, path, line, split) for line, obj in rows], path, lines)
     if dataset == "svamp":
         return [_svamp_example(obj, path, line, split, i) for i, (line, obj) in enumerate(rows)]
-    return unique_ids([_nli_example(obj, path, line, split, dataset) for line, obj in rows])
+    examples = [_nli_example(obj, path, line, split, dataset) for line, obj in rows]
+    # A source `uid` must be unique; ids hashed from the text pair may repeat (a pair twice).
+    with_uid = [i for i, (_, obj) in enumerate(rows) if obj.get("uid")]
+    require_unique_ids([examples[i] for i in with_uid], path, [lines[i] for i in with_uid])
+    return unique_ids(examples)
 
 
 def _gsm8k(data_dir: str, split: str) -> list[Example]:
@@ -162,7 +183,9 @@ def _asdiv(data_dir: str, split: str) -> list[Example]:
                 raise DataError(path, None, f"{pid}/{name}", "missing or empty")
         examples.append(Example(id=pid, dataset="asdiv", split=split, text=f"{fields['Body']}\n{fields['Question']}",
                                 input=fields, gold=fields["Answer"].split(" ")[0]))
-    return examples
+    if not examples:
+        raise DataError(path, None, None, "holds no <Problem> elements")
+    return require_unique_ids(examples, path)
 
 
 _READERS: dict[str, Callable[[str, str], list[Example]]] = {
@@ -226,10 +249,14 @@ def _cose(data_dir: str, split: str) -> list[Example]:
     if split == "validation":
         return [e for e in _cose(data_dir, "train") if in_validation_carve_out(e.id)]
     path = os.path.join(data_dir, "cqa", "cos_e_v1.11", f"cose_{'train' if split == 'train' else 'dev'}_v1.11.jsonl")
-    explanations = {}
+    explanations, first_line = {}, {}
     for line, obj in read_jsonl(path):
         explanation = _field(obj, "explanation", path, line, dict)
-        explanations[str(_field(obj, "id", path, line))] = _field(explanation, "open-ended", path, line)
+        example_id = str(_field(obj, "id", path, line))
+        if example_id in first_line:
+            raise DataError(path, line, "id", f"duplicate id {example_id!r} (first at line {first_line[example_id]})")
+        first_line[example_id] = line
+        explanations[example_id] = _field(explanation, "open-ended", path, line)
     examples = []
     for e in load_examples("cqa", data_dir, split):
         if e.id not in explanations:
@@ -260,13 +287,40 @@ def load_palm_outputs(dataset: str, data_dir: str, split: str) -> list[str]:
     """
     outputs: list[str] = []
     for path in palm_output_files(dataset, data_dir, split):
-        with open(path, encoding="utf-8") as f:
-            batch = json.load(f)
+        batch = read_json_file(path)
+        if not isinstance(batch, list):
+            raise DataError(path, None, None, f"expected a JSON list of completions, got {type(batch).__name__}")
         for i, raw in enumerate(batch):
             if not isinstance(raw, str):
                 raise DataError(path, None, f"[{i}]", f"expected a string completion, got {type(raw).__name__}")
         outputs.extend(batch)
     return outputs
+
+
+def read_json_file(path: str) -> Any:
+    """One JSON document; bad encoding or JSON raises DataError naming the file and line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(path, data.count(b"\n", 0, e.start) + 1, None,
+                        f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _misaligned(files: list[str], inputs: int, dataset: str, split: str) -> DataError:
+    """Names the file and index where the PaLM output lists stop matching the inputs."""
+    offset, count = 0, 0
+    for path in files:
+        count = len(read_json_file(path))
+        if offset + count > inputs:
+            return DataError(path, None, f"[{inputs - offset}]", f"more PaLM outputs than the {inputs} {dataset} "
+                             f"{split} examples from this entry on: the lists must match the inputs one for one")
+        offset += count
+    return DataError(files[-1], None, f"[{count}]", f"{offset} PaLM outputs in {len(files)} files for {inputs} "
+                     f"{dataset} {split} examples: {inputs - offset} missing; the lists must match the inputs")
 
 
 def palm_outputs_by_id(dataset: str, data_dir: str, split: str) -> dict[str, str]:
@@ -277,9 +331,7 @@ def palm_outputs_by_id(dataset: str, data_dir: str, split: str) -> dict[str, str
     source = "cqa" if dataset == "cose" else dataset  # CoS-E shares CQA's inputs and PaLM outputs
     outputs = load_palm_outputs(source, data_dir, file_split)
     if len(outputs) != len(examples):
-        files = palm_output_files(source, data_dir, file_split)
-        raise DataError(files[0], None, None,
-                        f"{len(outputs)} PaLM outputs for {len(examples)} {dataset} {file_split} examples")
+        raise _misaligned(palm_output_files(source, data_dir, file_split), len(examples), dataset, file_split)
     wanted = {e.id for e in load_examples(dataset, data_dir, split)}
     return {e.id: raw for e, raw in zip(examples, outputs) if e.id in wanted}
 
@@ -290,7 +342,20 @@ class TeacherOutput:
 
     example: Example
     raw: str
-    parsed: ParsedOutput
+    parsed: ParsedOutput   # the main answer: its label row and rationale row
+    sample_labels: tuple[str, ...] = ()  # labels of every ok sample (agreement statistics)
+    extra: tuple[ParsedOutput, ...] = ()  # more usable samples: extra rationale rows ...
+    extra_labels: bool = False            # ... and extra label rows too (samples mode 'all')
+
+    def rationales(self) -> list[str]:
+        """Every usable rationale of the example, the main one first."""
+        return [p.rationale for p in (self.parsed, *self.extra) if p.ok and (p.rationale or "").strip()]
+
+    def labels(self) -> list[str]:
+        """Every label row of the example, the main one first."""
+        if not self.parsed.ok:
+            return []
+        return [self.parsed.label] + ([p.label for p in self.extra if p.ok] if self.extra_labels else [])
 
 
 def load_palm_teacher(dataset: str, data_dir: str, split: str) -> list[TeacherOutput]:
@@ -304,57 +369,29 @@ def load_palm_teacher(dataset: str, data_dir: str, split: str) -> list[TeacherOu
 # --- teacher stores written by our own teachers (records.TeacherRecord JSONL) ---------------
 
 def teacher_from_store(path: str, examples: list[Example], file_examples: list[Example] | None = None,
-                       *, require_all: bool = True) -> list[TeacherOutput]:
-    """Aligns a teacher store to `examples` by id (one record per id: the lowest sample).
+                       *, require_all: bool = True, reading=None) -> list[TeacherOutput]:
+    """A store aligned to `examples` by the one reading rule (`store_reading.teacher_from_store`)."""
+    from t5x_sbs.data import store_reading
 
-    `file_examples` is the whole source split the store was written for (default `examples`).
-    A record whose id is not in it raises DataError naming the line, unless the record says it
-    belongs to another split. With `require_all`, an example without a record raises too (a
-    teacher file that does not match its inputs); otherwise it is left out of the result.
-    """
-    from t5x_sbs.records import record_from_dict
-
-    by_id = {e.id: e for e in examples}
-    known = {e.id for e in (file_examples or examples)}
-    file_split = (file_examples or examples)[0].split if (file_examples or examples) else None
-    chosen: dict[str, Any] = {}
-    for line_no, obj in read_jsonl(path):
-        record = record_from_dict(obj, path, line_no)
-        if record.id not in known:
-            if record.split and _canonical_split_or_none(record.split) != file_split:
-                continue  # a record of another split in a shared store
-            raise DataError(path, line_no, "id", f"{record.id!r} is not an example of the "
-                            f"{file_split} split ({len(known)} examples)")
-        if record.id in by_id and (record.id not in chosen or record.sample < chosen[record.id].sample):
-            chosen[record.id] = record
-    missing = [e.id for e in examples if e.id not in chosen]
-    if missing and require_all:
-        raise DataError(path, None, "id", f"{len(chosen)} records for {len(examples)} inputs; "
-                        f"{len(missing)} examples have no record (first: {missing[0]!r})")
-    return [TeacherOutput(by_id[i], chosen[i].raw or "", _parsed_from_record(chosen[i]))
-            for i in by_id if i in chosen]
+    return store_reading.teacher_from_store(path, examples, file_examples, require_all=require_all,
+                                            reading=reading)
 
 
-def _canonical_split_or_none(split: str) -> str | None:
+def canonical_split_or_none(split: str) -> str | None:
     try:
         return _canonical_split(split)
     except ValueError:
         return None
 
 
-def _parsed_from_record(record) -> ParsedOutput:
-    if record.status == "ok":
-        return ParsedOutput(rationale=record.rationale, label=record.label, status="ok")
-    return ParsedOutput(rationale=record.rationale, label=None, status=record.status,
-                        problem=record.error or record.status)
-
-
 def teacher_outputs(dataset: str, data_dir: str, split: str, teacher_file: str | None = None,
-                    *, require_all: bool = True, tfds_data_dir: str | None = None) -> list[TeacherOutput]:
+                    *, require_all: bool = True, tfds_data_dir: str | None = None,
+                    reading=None) -> list[TeacherOutput]:
     """Teacher answers for a split: from a store file when given, else the paper's PaLM outputs."""
     if teacher_file:
         split = _canonical_split(split)
         file_split = split if (split != "validation" or dataset in HAS_VALIDATION) else "train"
         load = functools.partial(load_examples, dataset, data_dir, tfds_data_dir=tfds_data_dir)
-        return teacher_from_store(teacher_file, load(split), load(file_split), require_all=require_all)
+        return teacher_from_store(teacher_file, load(split), load(file_split), require_all=require_all,
+                                  reading=reading)
     return load_palm_teacher(dataset, data_dir, split)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from t5x_sbs.data.sources import DataError, nli_example, unique_ids
+from t5x_sbs.data.sources import DataError, nli_example, unique_ids, require_unique_ids
 from t5x_sbs.records import Example
 
 
@@ -63,4 +63,10 @@ def load_tfds_examples(dataset: str, tfds_data_dir: str, split: str) -> list[Exa
                 raise DataError(where, index + 1, name, "empty")
         uid = row["uid"].decode("utf-8") if "uid" in row else None
         examples.append(nli_example(premise, hypothesis, int(row["label"]), uid, split, dataset, (where, index + 1)))
+    if "uid" in spec_keys(builder):  # a source uid must be unique; text-hash ids may repeat
+        require_unique_ids(examples, where)
     return unique_ids(examples)
+
+
+def spec_keys(builder) -> set[str]:
+    return set(builder.info.features.keys())

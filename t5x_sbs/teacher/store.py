@@ -54,6 +54,7 @@ class StoreContents:
     replaced: int = 0          # lines that lost to another line of the same key
     torn_line: int | None = None  # line number of a torn (unterminated, invalid) last line
     good_bytes: int = 0        # bytes up to the end of the last whole line
+    line_of: dict[Key, int] = dataclasses.field(default_factory=dict)  # the kept record's line
 
     def groups(self) -> dict[Group, dict[str, int]]:
         """(teacher, prompt hash) -> {"records": n, "ok": n} of the kept records."""
@@ -113,6 +114,7 @@ def read_store(path: str | os.PathLike) -> StoreContents:
             contents.replaced += 1
         if old is None or wins(record, old):
             contents.records[record.key] = record
+            contents.line_of[record.key] = line_no
         # A whole JSON object is never a prefix of another line: a valid tail is complete.
         contents.good_bytes += len(line) + (0 if is_tail else 1)
     return contents
