@@ -88,3 +88,35 @@ def test_teacher_spec_parsing():
     for bad in ("gemini", ":x", "scripted:arith,oops"):
         with pytest.raises(ValueError, match="--teacher"):
             parse_spec(bad)
+
+
+def test_prompt_file_round_trips_with_the_same_hash(tmp_path):
+    import json
+    base = prompting.load_prompt("arith", "zero_shot")
+    edited = dataclasses.replace(base, instruction="Think step by step. End with \"The answer is N.\"\n\n")
+    path = tmp_path / "prompt.json"
+    path.write_text(json.dumps(prompting.template_spec(edited, optimized={"note": "ignored"})))
+    loaded = prompting.resolve_prompt("arith", str(path))
+    assert loaded == edited and loaded.hash == edited.hash != base.hash
+    assert prompting.resolve_prompt("arith", "zero_shot") == base
+    path.write_text(json.dumps(prompting.template_spec(base)))   # rewritten: read again, not cached
+    assert prompting.resolve_prompt("arith", str(path)).hash == base.hash
+
+
+def test_bad_prompt_files_name_file_and_field(tmp_path):
+    import json
+    spec = prompting.template_spec(prompting.load_prompt("arith", "zero_shot"))
+    cases = {"other.json": ({**spec, "datasets": ["cqa"]}, "'datasets' does not name dataset 'arith'"),
+             "two.json": ({**spec, "few_shot": {"instruction": ""}}, "exactly one of the fields"),
+             "noquery.json": ({k: v for k, v in spec.items() if k != "query_template"}, "'query_template' missing")}
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        with pytest.raises(prompting.PromptError, match=rf"{name}.*{message}"):
+            prompting.resolve_prompt("arith", str(tmp_path / name))
+    (tmp_path / "broken.json").write_text('{\n"dataset": "arith",\n oops}')
+    with pytest.raises(prompting.PromptError, match=r"broken\.json:3: invalid JSON"):
+        prompting.resolve_prompt("arith", str(tmp_path / "broken.json"))
+    with pytest.raises(prompting.PromptError, match="no such prompt file"):
+        prompting.resolve_prompt("arith", "fewshot")
+    with pytest.raises(prompting.PromptError, match="only zero-shot text"):
+        prompting.template_spec(prompting.load_prompt("arith", "few_shot"))

@@ -94,6 +94,10 @@ def _slip(rng: random.Random, start: int, steps: tuple[arith.Step, ...]) -> tupl
     raise AssertionError("unreachable: the fallback is always returned")
 
 
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_BREAK.split(text.strip()) if s]
+
+
 def propose_instruction(meta_prompt: str, seed: int, sample: int) -> str:
     """One edit of one of the two best instructions in an optimize-prompt meta-prompt."""
     from t5x_sbs.teacher import optimize  # lazy: the optimiser imports the runner
@@ -102,13 +106,13 @@ def propose_instruction(meta_prompt: str, seed: int, sample: int) -> str:
         return "Solve the problem. End with \"The answer is N.\""
     rng = _rng(seed, hashlib.sha256(meta_prompt.encode()).hexdigest(), sample, salt="-propose")
     base = scored[-1 - rng.randrange(min(2, len(scored)))][0]
-    sentences = [s for s in _SENTENCE_BREAK.split(base.strip()) if s]
+    parts = sentences(base)
     new = [p for p in PROPOSAL_PHRASES if p.lower() not in base.lower()]
-    if new and (len(sentences) < 2 or rng.random() < 0.75):
-        sentences.insert(rng.randrange(len(sentences) + 1), rng.choice(new))
+    if new and (len(parts) < 2 or rng.random() < 0.75):
+        parts.insert(rng.randrange(len(parts) + 1), rng.choice(new))
     else:
-        sentences.pop(rng.randrange(len(sentences)))
-    return " ".join(sentences)
+        parts.pop(rng.randrange(len(parts)))
+    return " ".join(parts)
 
 
 class ScriptedArithTeacher(TeacherBackend):
