@@ -87,6 +87,8 @@ def test_budget_cap_stops_before_crossing_it(data_dir, tmp_path, capsys):
     assert cli.main(optimize_argv(data_dir, tmp_path / "tiny", "scripted:arith", "--max_tokens", "100")) == 2
     assert "budget does not cover scoring the baseline" in capsys.readouterr().err
     assert read_store(tmp_path / "tiny" / "store.jsonl").records == {}
+    assert cli.main(optimize_argv(data_dir, tmp_path / "usd", "scripted:arith", "--max_usd", "1")) == 2
+    assert "no price for scripted:arith" in capsys.readouterr().err
 
 
 def opro_responder(call: fg.Call) -> fg.Reply:
@@ -104,7 +106,7 @@ def opro_responder(call: fg.Call) -> fg.Reply:
 
 def gemini_argv(data_dir, out_dir, url, *extra):
     return optimize_argv(data_dir, out_dir, f"gemini:{MODEL}", "--base_url", url, "--attempts", "2",
-                         "--retry_initial_delay", "0.01", "--timeout", "5", "--concurrency", "2", *extra)
+                         "--retry_initial_delay", "0.01", "--timeout", "60", "--concurrency", "2", *extra)
 
 
 def server_total(fake: fg.FakeGemini) -> int:

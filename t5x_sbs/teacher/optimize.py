@@ -201,8 +201,11 @@ class Optimizer:
         self.store_path = store_path
         self.meta_template = prompting.PromptTemplate(dataset=base.dataset, **META_TEMPLATE_FIELDS)
         teacher = new_backend("score").teacher
-        self.budget = Budget(config.max_tokens, config.max_usd,
-                             ledger.model_price(teacher, ledger.load_prices()), config.max_output_tokens)
+        price = ledger.model_price(teacher, ledger.load_prices())
+        if config.max_usd is not None and price is None:
+            raise ValueError(f"optimize-prompt: {ledger.DEFAULT_PRICES} has no price for {teacher}, so "
+                             "--max_usd cannot be enforced; use --max_tokens")
+        self.budget = Budget(config.max_tokens, config.max_usd, price, config.max_output_tokens)
         self.requests = 0
         self.candidates: list[Candidate] = []
 
