@@ -13,10 +13,14 @@ Layout of a MODEL_DIR (every step directory is an ordinary Orbax composite check
 A step counts as complete only if Orbax finalised it (no tmp suffix, `_CHECKPOINT_METADATA`
 present) and, when our commit record exists, every file it lists is there with its size. So a
 directory truncated, emptied or left half-written by a killed process is skipped in favour of the
-previous complete step.
+previous complete step. Restoring verifies every file's CRC-32 against the commit record
+(`checkpoint_integrity`); a step that fails to restore for any reason is reported in one line
+and the previous complete step restores instead. A failed async save raises `CheckpointError`
+naming its step at the next call into the manager (`raise_if_save_failed`, every train step).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -32,81 +36,16 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from t5x_sbs.checkpoint_integrity import (  # noqa: F401  (re-exported: one place for completeness)
+    COMMIT_FILE, ORBAX_STEP_METADATA, CheckpointError, complete_steps, incomplete_reason, remove_leftovers,
+    set_aside, write_commit_record)
+
 log = logging.getLogger(__name__)
 
-COMMIT_FILE = "t5x_sbs_commit.json"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "spiece.model"
 BEST_DIR = "best"
-ORBAX_STEP_METADATA = "_CHECKPOINT_METADATA"
 METRICS_ITEM = "train_metrics"  # Orbax reserves "metrics" for its own best_fn bookkeeping
-
-
-# ----------------------------------------------------------------------------- completeness
-def _list_files(step_dir: pathlib.Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(step_dir)): p.stat().st_size
-        for p in sorted(step_dir.rglob("*"))
-        if p.is_file() and p.name != COMMIT_FILE
-    }
-
-
-def write_commit_record(step_dir: str | os.PathLike) -> None:
-    """Records every file of a finalised step and its size (written atomically, primary only)."""
-    step_dir = pathlib.Path(step_dir)
-    record = {"files": _list_files(step_dir), "time": time.time()}
-    tmp = step_dir / (COMMIT_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=0))
-    os.replace(tmp, step_dir / COMMIT_FILE)
-
-
-def incomplete_reason(step_dir: str | os.PathLike) -> str | None:
-    """Why a step directory is not a complete checkpoint, or None if it is."""
-    step_dir = pathlib.Path(step_dir)
-    if not step_dir.is_dir():
-        return "not a directory"
-    if not (step_dir / ORBAX_STEP_METADATA).is_file():
-        return f"{ORBAX_STEP_METADATA} missing (save never finalised)"
-    state = step_dir / "state"
-    if not (state / "_METADATA").is_file():
-        return "state/_METADATA missing"
-    commit = step_dir / COMMIT_FILE
-    if not commit.is_file():
-        return None  # finalised by Orbax, commit record not yet written (or a foreign checkpoint)
-    try:
-        files = json.loads(commit.read_text())["files"]
-    except (ValueError, KeyError) as e:
-        return f"{COMMIT_FILE} unreadable: {e}"
-    for rel, size in files.items():
-        path = step_dir / rel
-        if not path.is_file():
-            return f"{rel} missing"
-        if path.stat().st_size != size:
-            return f"{rel} has {path.stat().st_size} bytes, expected {size} (truncated?)"
-    return None
-
-
-def _int_steps(directory: pathlib.Path) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-_WARNED: set = set()  # (step dir, reason) already logged
-
-
-def complete_steps(directory: str | os.PathLike) -> list[int]:
-    """The complete checkpoint steps under `directory`, ascending; torn ones are logged."""
-    directory = pathlib.Path(directory)
-    steps = []
-    for step in _int_steps(directory):
-        reason = incomplete_reason(directory / str(step))
-        if reason is None:
-            steps.append(step)
-        elif (directory / str(step), reason) not in _WARNED:
-            _WARNED.add((directory / str(step), reason))
-            log.warning("skipping torn checkpoint %s: %s", directory / str(step), reason)
-    return steps
 
 
 # ----------------------------------------------------------------------------- model config
@@ -197,6 +136,14 @@ class CheckpointManager:
         self.directory = pathlib.Path(directory).absolute()
         self._async = async_save
         self._pending: list[int] = []  # steps saved whose commit record is not yet written
+        self._commits: list[concurrent.futures.Future] = []  # commit records being checksummed
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt-commit")
+        self._unusable: set[int] = set()  # steps that failed to restore: set aside before re-saving
+        self._watcher: threading.Thread | None = None
+        self._failed_save: str | None = None  # a failed async save not yet raised
+        self._failed_step: int | None = None
+        self._reported_failures: set[int] = set()
+        self._max_to_keep = max_to_keep
         self._is_best = _is_best
         self._best: CheckpointManager | None = None
         options = ocp.CheckpointManagerOptions(
@@ -216,22 +163,49 @@ class CheckpointManager:
 
     # -- saving
     def _commit_finished(self) -> None:
-        """Writes the commit record of saves Orbax has finalised (called after waiting on them).
-        A process killed before this leaves a finalised step without a record: still complete."""
+        """Checksums the saves Orbax has finalised into their commit records, on a background
+        thread (called after waiting on the saves). A process killed before a record is written
+        leaves a finalised step without one: still complete, unverified. A pending step Orbax
+        did not finalise is a failed save: CheckpointError naming it."""
         pending, self._pending = self._pending, []
         for step in pending:
             step_dir = self.directory / str(step)
-            if jax.process_index() == 0 and (step_dir / ORBAX_STEP_METADATA).is_file():
-                write_commit_record(step_dir)
+            if step in self._reported_failures:
+                continue
+            if not (step_dir / ORBAX_STEP_METADATA).is_file():
+                self._failed_save = self._failed_save or (
+                    f"checkpoint save of step {step} under {self.directory} failed (see the Orbax error "
+                    f"logged above); last complete step: {self.latest_step()}")
+            elif jax.process_index() == 0:
+                self._commits.append(self._committer.submit(write_commit_record, step_dir))
+        self.raise_if_save_failed()
+
+    def _watch(self, step: int) -> None:
+        """Logs a failed async save as soon as its background write ends, at the step it fails."""
+        while self._manager.is_saving_in_progress():
+            time.sleep(0.2)
+        if not (self.directory / str(step) / ORBAX_STEP_METADATA).is_file() and step in self._pending:
+            self._failed_save = (f"checkpoint save of step {step} under {self.directory} failed (see the Orbax "
+                                 f"error logged above)")
+            self._failed_step = step
+            log.error("%s", self._failed_save)
+
+    def raise_if_save_failed(self) -> None:
+        """Raises CheckpointError if an async save has failed (cheap; the train loop calls it each step)."""
+        if self._failed_save is not None:
+            message, self._failed_save = self._failed_save, None
+            if self._failed_step is not None:
+                self._reported_failures.add(self._failed_step)
+            raise CheckpointError(message)
 
     def _set_aside_torn(self, step: int) -> None:
-        """A torn dir for `step` would block re-saving it after a resume: move it aside."""
+        """A torn (or unrestorable) dir for `step` would block re-saving it after a resume: move it aside."""
         step_dir = self.directory / str(step)
-        if step_dir.exists() and incomplete_reason(step_dir) is not None:
+        reason = incomplete_reason(step_dir) if step_dir.exists() else None
+        if step_dir.exists() and (reason is not None or step in self._unusable):
             if jax.process_index() == 0:
-                aside = self.directory / f"{step}.torn-{int(time.time())}"
-                log.warning("moving torn checkpoint %s to %s", step_dir, aside)
-                os.replace(step_dir, aside)
+                set_aside(step_dir, reason or "failed to restore")
+            self._unusable.discard(step)
             self._manager.reload()
 
     def save(self, step: int, state: Any, *, data_state: dict | None = None,
@@ -241,9 +215,11 @@ class CheckpointManager:
         if not force and step % self._save_interval != 0:
             return False
         self.wait_until_finished()
-        if step in complete_steps(self.directory):
+        if step in complete_steps(self.directory) and step not in self._unusable:
             return False  # already saved (e.g. a forced save right after an interval save)
         self._set_aside_torn(step)
+        if jax.process_index() == 0:  # the keep policy for what Orbax's does not see
+            remove_leftovers(self.directory)
         items = {"state": ocp.args.PyTreeSave(_params_tree(state)),
                  "data_state": ocp.args.JsonSave(dict(data_state or {}))}
         if metrics is not None:
@@ -252,6 +228,9 @@ class CheckpointManager:
         self._pending.append(step)
         if not self._async:
             self._commit_finished()
+        elif jax.process_index() == 0:
+            self._watcher = threading.Thread(target=self._watch, args=(step,), daemon=True, name="ckpt-watch")
+            self._watcher.start()
         return bool(saved)
 
     def save_best(self, step: int, state_or_params: Any, metric_value: float, mode: str = "max",
@@ -283,11 +262,12 @@ class CheckpointManager:
 
     # -- reading
     def latest_step(self) -> int | None:
-        steps = complete_steps(self.directory)
+        steps = self.all_steps()
         return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        return complete_steps(self.directory)
+        """Complete steps, without those that failed to restore in this run."""
+        return [s for s in complete_steps(self.directory) if s not in self._unusable]
 
     def best_step(self) -> int | None:
         if not (self.directory / BEST_DIR).is_dir() and self._best is None:
@@ -309,8 +289,20 @@ class CheckpointManager:
         of `abstract_state` (a pytree of jax.ShapeDtypeStruct with .sharding), whatever mesh
         the checkpoint was saved from. Leaves missing from `abstract_state` are not read."""
         self.wait_until_finished()
-        step = self._resolve(step)
-        return restore_step_dir(self.directory / str(step), abstract_state)
+        if step is not None:
+            return restore_step_dir(self.directory / str(self._resolve(step)), abstract_state)
+        tried = []
+        for candidate in reversed(self.all_steps()):
+            try:
+                return restore_step_dir(self.directory / str(candidate), abstract_state)
+            except Exception as e:  # corrupt bytes, unreadable arrays, ...: the previous step
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                tried.append(f"step {candidate} ({reason})")
+                log.warning("checkpoint step %d under %s cannot be restored (%s); falling back to the "
+                            "previous complete step", candidate, self.directory, reason)
+                self._unusable.add(candidate)
+        raise CheckpointError(f"no usable checkpoint under {self.directory}"
+                              + (f": tried {'; '.join(tried)}" if tried else ""))
 
     def restore_best(self, abstract_state: Any) -> tuple[Any, dict]:
         step = self.best_step()
@@ -330,16 +322,37 @@ class CheckpointManager:
         return int(step)
 
     def wait_until_finished(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # Orbax re-raises a failed background save here
+            failed = [s for s in self._pending if not (self.directory / str(s) / ORBAX_STEP_METADATA).is_file()]
+            self._pending = [s for s in self._pending if s not in failed]
+            if not set(failed) <= self._reported_failures:  # not yet raised by raise_if_save_failed
+                self._reported_failures.update(failed)
+                self._failed_save = None
+                raise CheckpointError(f"checkpoint save of step(s) {failed} under {self.directory} failed: "
+                                      f"{type(e).__name__}: {e}") from e
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+        commits, self._commits = self._commits, []
+        for future in commits:  # usually long done: checksums run while training goes on
+            future.result()
         self._commit_finished()
+        for future in self._commits:
+            future.result()
+        self._commits = []
         if self._best is not None:
             self._best.wait_until_finished()
 
     def close(self) -> None:
-        self.wait_until_finished()
-        self._manager.close()
-        if self._best is not None:
-            self._best.close()
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
+            self._committer.shutdown(wait=True)
+            if self._best is not None:
+                self._best.close()
 
     def __enter__(self):
         return self
@@ -351,7 +364,7 @@ class CheckpointManager:
 def restore_step_dir(step_dir: str | os.PathLike, abstract_state: Any) -> tuple[Any, dict]:
     """Restores one step directory (ours) onto the shardings in `abstract_state`."""
     step_dir = pathlib.Path(step_dir).absolute()
-    reason = incomplete_reason(step_dir)
+    reason = incomplete_reason(step_dir, verify=True)
     if reason is not None:
         raise FileNotFoundError(f"checkpoint {step_dir} is not complete: {reason}")
     target = _params_tree(abstract_state)

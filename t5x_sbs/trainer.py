@@ -51,15 +51,20 @@ class TrainState:
 class LossConfig:
     """λ (RATIONALE_WEIGHT) or the paper code's α; T5X z-loss and label smoothing."""
 
-    rationale_weight: float | None = 1.0
+    rationale_weight: float | None = None  # None and no alpha: λ = 1
     alpha: float | None = None
     z_loss: float = losses.DEFAULT_Z_LOSS
     label_smoothing: float = losses.DEFAULT_LABEL_SMOOTHING
 
+    def __post_init__(self):
+        if self.alpha is not None and self.rationale_weight is not None:
+            raise ValueError(f"LossConfig: both rationale_weight (λ = {self.rationale_weight}, gin RATIONALE_WEIGHT) "
+                             f"and alpha (α = {self.alpha}) are given; they weigh the same two losses, give one")
+
     def weights(self) -> dict[int, float]:
         if self.alpha is not None:
             return losses.task_weights(alpha=self.alpha)
-        return losses.task_weights(rationale_weight=self.rationale_weight)
+        return losses.task_weights(rationale_weight=1.0 if self.rationale_weight is None else self.rationale_weight)
 
 
 def model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
