@@ -2,7 +2,8 @@
 
 One module per dataset (cqa, cose, svamp, nli = anli1 + esnli, gsm8k, asdiv); names, mixtures
 and rates: tasks/registry.py; gin settings: tasks/config.py. Custom JSONL datasets:
-`tasks.custom.register_jsonl_dataset`.
+`tasks.custom.register_jsonl_dataset`. Span-corruption pretraining: tasks/pretrain.py.
 """
 from tasks import paper  # noqa: F401  (registers the built-in datasets)
+from tasks import pretrain  # noqa: F401  (span-corruption pretraining tasks)
 from tasks.custom import register_jsonl_dataset  # noqa: F401

@@ -1,6 +1,9 @@
 """`t5x-sbs vocab`: train a small SentencePiece vocabulary from a dataset's texts.
 
 For from-scratch runs and tests (real use loads the pretrained checkpoint's `spiece.model`).
+`--dataset pretrain` trains on the span-corruption pretraining corpus (`pretrain_corpus`; with
+`--text_files`, on your files instead); `--extra_ids 100` reports the embedding size the
+sentinels need (seqio appends extra ids to the model's pieces, they are not in the file).
 The model follows T5's conventions, so `seqio.SentencePieceVocabulary` reads it as is:
 pad=0, eos=1, unk=2, no bos.
 """
@@ -60,17 +63,53 @@ def dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",
     return texts
 
 
+def pretrain_texts(data_dir: str, text_files: list[str] | None = None, jsonl_field: str = "text") -> list[str]:
+    """The pretraining corpus' documents: ../shared/data's (decontaminated) or your files'."""
+    if text_files:
+        from tasks.pretrain import read_text_documents
+
+        return [t for path in text_files for _, t in read_text_documents(path, jsonl_field)]
+    from t5x_sbs.data import pretrain_corpus
+
+    return [d.text for d in pretrain_corpus.shared_corpus(data_dir)]
+
+
+def initial_checkpoint_vocabulary(path: str | None) -> str | None:
+    """The spiece.model an INITIAL_CHECKPOINT_PATH comes with: in an HF dir, or beside our
+    checkpoint's config.json (MODEL_DIR, a step dir, best/<step>); None when there is none."""
+    if not path:
+        return None
+    from t5x_sbs import checkpoints
+
+    try:
+        home = os.path.dirname(checkpoints.find_model_config(path))
+    except FileNotFoundError:
+        return None
+    candidate = os.path.join(home, checkpoints.VOCAB_FILE)
+    return candidate if os.path.isfile(candidate) else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", required=True, help="a dataset name, or 'pretrain' (the pretraining corpus)")
+    parser.add_argument("--text_files", nargs="*", help="with --dataset pretrain: your text/JSONL files instead")
+    parser.add_argument("--jsonl_field", default="text", help="the text field of --text_files' .jsonl files")
+    parser.add_argument("--extra_ids", type=int, default=0, help="sentinels seqio appends (T5: 100)")
     parser.add_argument("--output", required=True, help="path of the .model file to write")
     parser.add_argument("--vocab_size", type=int, default=512)
     parser.add_argument("--splits", default="train", help="comma-separated splits to read")
 
 
 def run(args: argparse.Namespace) -> int:
-    texts = dataset_texts(args.dataset, args.data_dir, args.splits.split(","))
+    if args.dataset == "pretrain":
+        texts = pretrain_texts(args.data_dir, args.text_files, args.jsonl_field)
+    else:
+        texts = dataset_texts(args.dataset, args.data_dir, args.splits.split(","))
     path = train_sentencepiece(texts, args.output, args.vocab_size)
     size = spm.SentencePieceProcessor(model_file=path).get_piece_size()
     print(f"wrote {path}: {size} pieces from {len(texts)} texts")
+    if args.extra_ids:
+        padded = -(-(size + args.extra_ids) // 128) * 128
+        print(f"with {args.extra_ids} extra ids: {size + args.extra_ids} ids; bind T5Config.vocab_size >= "
+              f"{size + args.extra_ids} (e.g. {padded}, a multiple of 128 as T5's 32128)")
     return 0
