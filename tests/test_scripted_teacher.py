@@ -126,7 +126,8 @@ PINNED_DEFAULT = {"few_shot": "020c3e30c9ae7855", "zero_shot": "84281e1ddfd3040e
 def test_default_answers_with_the_built_in_prompts_are_unchanged(style):
     template = prompting.load_prompt("arith", style)
     backend = make_backend("scripted:arith", _context())
-    assert backend.teacher == "scripted:arith-err0.2-seed0" and scripted.error_factor(template.render(_examples(1)[0])) == 1
+    assert backend.teacher == "scripted:arith-err0.2-seed0"
+    assert scripted.error_factor(template.render(_examples(1)[0])) == 1
     lines = [f"{r.rationale}|{r.label}|{r.usage['total']}|{r.extra}"
              for e in _examples(300) for s in (0, 1, 2) for r in _ask(backend, [e], s, template.render)]
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] == PINNED_DEFAULT[style]
@@ -144,7 +145,8 @@ def test_samples_vary_by_temperature_and_vote_beats_one_sample():
     assert all(labels == greedy[0] for labels in greedy)            # temperature 0: all alike
     warm = _labels("scripted:arith,temperature=0.5", examples, 5)
     hot = _labels("scripted:arith", examples, 5)                    # default 1: independent draws
-    same = lambda runs: sum(a == b for run in runs[1:] for a, b in zip(run, runs[0])) / (4 * len(examples))  # noqa: E731
+    def same(runs):  # share of samples 1-4 equal to sample 0
+        return sum(a == b for run in runs[1:] for a, b in zip(run, runs[0])) / (4 * len(examples))
     assert 1.0 > same(warm) > same(hot)
     for run in hot:
         assert 0.14 <= sum(a != g for a, g in zip(run, gold)) / len(gold) <= 0.26

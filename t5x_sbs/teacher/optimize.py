@@ -304,5 +304,6 @@ def write_results(optimizer: Optimizer, summary: dict[str, Any], out_dir: str) -
         "teacher": optimizer.new_backend("score").teacher, "subset": len(optimizer.subset),
         "winner": as_dict(best), "baseline": as_dict(baseline), "token_weight": optimizer.config.token_weight}))
     write_json_atomic(os.path.join(out_dir, "history.json"), [as_dict(c) for c in optimizer.candidates])
-    return {**summary, "prompt_file": prompt_file, "prompt_hash": template.hash, "candidates": len(optimizer.candidates),
+    return {**summary, "prompt_file": prompt_file, "prompt_hash": template.hash,
+            "candidates": len(optimizer.candidates),
             "winner": as_dict(best), "baseline": as_dict(baseline)}
