@@ -60,7 +60,7 @@ def test_bad_files_are_named(shared_data, tmp_path, capsys):
     with pytest.raises(sources.DataError, match=r"bad.json: field '\[1\].output': missing"):
         eitnlp.eitnlp_records(str(bad), "svamp", str(shared_data))
     bad.write_text("{not json")
-    with pytest.raises(sources.DataError, match="bad.json: cannot read a JSON list"):
+    with pytest.raises(sources.DataError, match="bad.json:1: invalid JSON"):
         eitnlp.eitnlp_records(str(bad), "svamp", str(shared_data))
     with pytest.raises(ValueError, match="eitnlp sets exist for"):
         eitnlp.eitnlp_records(str(bad), "esnli", str(shared_data))

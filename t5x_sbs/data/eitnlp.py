@@ -82,11 +82,9 @@ class ImportReport:
 
 
 def _read_rows(path: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise sources.DataError(path, None, None, f"cannot read a JSON list: {e}") from None
+    if not os.path.isfile(path):
+        raise sources.DataError(path, None, None, "file not found" if not os.path.exists(path) else "not a file")
+    rows = sources.read_json_file(path)  # names the line of bad JSON or bytes
     if not isinstance(rows, list):
         raise sources.DataError(path, None, None, "expected a JSON list of {instruction, output}")
     for i, row in enumerate(rows):
@@ -143,10 +141,15 @@ def _record(example: Example, output: str | None, path: str, split: str) -> Teac
 
 def write_eitnlp_store(path: str, dataset: str, data_dir: str, output: str, split: str = "train",
                        strict: bool = False) -> ImportReport:
+    from t5x_sbs.teacher.store import TeacherStore
+
     records, report = eitnlp_records(path, dataset, data_dir, split, strict)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        f.writelines(r.to_json() + "\n" for r in records)
+    store = TeacherStore(output)
+    with store.writing():  # one writer per store, as for the teacher; atomic rewrite
+        tmp = output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(r.to_json() + "\n" for r in records)
+        os.replace(tmp, output)
     return report
 
 
