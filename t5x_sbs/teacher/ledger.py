@@ -170,6 +170,7 @@ def read_stores(paths: Iterable[str]) -> tuple[list[TeacherRecord], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_prices(os.path.abspath(args.prices))  # a bad price table fails before any reading
     records, notes = read_stores(args.files)
     for note in notes:
         print(f"ledger: {note}", file=sys.stderr)

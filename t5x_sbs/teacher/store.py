@@ -99,9 +99,12 @@ def read_store(path: str | os.PathLike) -> StoreContents:
             contents.good_bytes += len(line) + (0 if is_tail else 1)
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise RecordError(path, line_no, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if is_tail:  # a write cut inside a multi-byte character
+                contents.torn_line = line_no
+                break
+            raise RecordError(path, line_no, None, f"not UTF-8 text ({e.reason} at column {e.start + 1})") from None
         except json.JSONDecodeError as e:
             if is_tail:  # no newline after it: an interrupted write
                 contents.torn_line = line_no
