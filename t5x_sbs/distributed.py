@@ -18,12 +18,20 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
+import time
 from typing import Mapping
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "JAX_LOCAL_DEVICE_IDS"
+ENV_TIMEOUT = "JAX_INITIALIZATION_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300  # JAX's own default; launch/local.sh passes a short one
+
+
+class JoinError(RuntimeError):
+    """A process of the job did not join in time (the message names which)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,7 @@ class ProcessGroup:
     process_id: int | None
     local_device_ids: tuple[int, ...] | None = None
     cluster_detection_method: str | None = None
+    timeout_s: int = DEFAULT_TIMEOUT_S
 
 
 def _int(value: str | None, name: str) -> int | None:
@@ -65,9 +74,19 @@ def _checked(group: ProcessGroup) -> ProcessGroup:
 
 
 def detect(environ: Mapping[str, str] | None = None, *, coordinator_address: str | None = None,
-           num_processes: int | None = None, process_id: int | None = None) -> ProcessGroup | None:
+           num_processes: int | None = None, process_id: int | None = None,
+           timeout_s: int | None = None) -> ProcessGroup | None:
     """The process group this process belongs to, or None for a single-process run."""
     env = os.environ if environ is None else environ
+    timeout = timeout_s or _int(env.get(ENV_TIMEOUT), ENV_TIMEOUT) or DEFAULT_TIMEOUT_S
+    if timeout <= 0:
+        raise ValueError(f"initialization timeout must be positive, got {timeout}")
+    group = _detect(env, coordinator_address, num_processes, process_id)
+    return None if group is None else dataclasses.replace(group, timeout_s=timeout)
+
+
+def _detect(env: Mapping[str, str], coordinator_address: str | None, num_processes: int | None,
+            process_id: int | None) -> ProcessGroup | None:
     if num_processes is not None:
         if num_processes <= 1:
             return None
@@ -95,14 +114,16 @@ def detect(environ: Mapping[str, str] | None = None, *, coordinator_address: str
 
 
 def maybe_initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None,
+                     process_id: int | None = None, timeout_s: int | None = None,
                      environ: Mapping[str, str] | None = None) -> ProcessGroup | None:
     """Join the multi-process job if the flags or the environment describe one; else do nothing.
 
-    Safe to call twice (the second call sees JAX already initialised and returns the group).
+    With an explicit coordinator (flags, JAX_* environment) every process first meets process 0 on
+    the coordinator's port + 1 (`rendezvous`), so a missing peer fails within the timeout with a
+    message naming it; JAX's coordinator then binds only the address given. Safe to call twice.
     """
-    group = detect(environ, coordinator_address=coordinator_address,
-                   num_processes=num_processes, process_id=process_id)
+    group = detect(environ, coordinator_address=coordinator_address, num_processes=num_processes,
+                   process_id=process_id, timeout_s=timeout_s)
     if group is None:
         return None
     import jax  # imported here so `detect` stays usable without touching a backend
@@ -110,14 +131,69 @@ def maybe_initialize(*, coordinator_address: str | None = None, num_processes: i
     if jax.distributed.is_initialized():
         return group
     logging.info("jax.distributed.initialize from %s: %s", group.source, group)
+    explicit = group.cluster_detection_method is None
+    if explicit:
+        rendezvous(group)
     jax.distributed.initialize(
         coordinator_address=group.coordinator_address,
         num_processes=group.num_processes,
         process_id=group.process_id,
         local_device_ids=list(group.local_device_ids) if group.local_device_ids else None,
         cluster_detection_method=group.cluster_detection_method,
+        initialization_timeout=group.timeout_s,
+        coordinator_bind_address=group.coordinator_address if explicit and group.process_id == 0 else None,
     )
     return group
+
+
+def _rendezvous_address(group: ProcessGroup) -> tuple[str, int]:
+    host, _, port = group.coordinator_address.rpartition(":")
+    return host.strip("[]"), int(port) + 1
+
+
+def rendezvous(group: ProcessGroup) -> None:
+    """Process 0 waits up to the timeout for every other process to say hello on the coordinator's
+    port + 1, then tells them all to go on (or which processes are missing); raises JoinError."""
+    host, port = _rendezvous_address(group)
+    deadline = time.monotonic() + group.timeout_s
+    if group.process_id == 0:
+        return _host_rendezvous(group, host, port, deadline)
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())) as conn:
+                conn.sendall(f"{group.process_id}\n".encode())
+                conn.settimeout(max(1.0, deadline - time.monotonic() + 5))
+                reply = conn.makefile().readline().strip()
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise JoinError(f"process {group.process_id} of {group.num_processes} could not reach the coordinator "
+                                f"(process 0) at {host}:{port} within {group.timeout_s} s: {e}") from None
+            time.sleep(0.2)
+    if reply != "go":
+        raise JoinError(f"process {group.process_id} of {group.num_processes}: {reply or 'coordinator gave up'}")
+
+
+def _host_rendezvous(group: ProcessGroup, host: str, port: int, deadline: float) -> None:
+    joined: dict[int, socket.socket] = {}
+    with socket.create_server((host, port), reuse_port=False) as server:
+        while len(joined) < group.num_processes - 1 and time.monotonic() < deadline:
+            server.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                conn, _ = server.accept()
+                conn.settimeout(5)
+                joined[int(conn.makefile().readline())] = conn
+            except (OSError, ValueError):
+                continue
+        missing = sorted(set(range(1, group.num_processes)) - set(joined))
+        message = ("go" if not missing else
+                   f"processes {missing} of {group.num_processes} did not join the coordinator at "
+                   f"{group.coordinator_address} within {group.timeout_s} s")
+        for conn in joined.values():
+            with conn:
+                conn.sendall(f"{message}\n".encode())
+    if missing:
+        raise JoinError(f"process 0: {message}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +202,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     group.add_argument("--num_processes", type=int, default=None)
     group.add_argument("--process_id", type=int, default=None)
+    group.add_argument("--initialization_timeout", type=int, default=None,
+                       help=f"seconds to wait for every process (default ${ENV_TIMEOUT} or {DEFAULT_TIMEOUT_S})")
 
 
 def maybe_initialize_from_args(args: argparse.Namespace) -> ProcessGroup | None:
     return maybe_initialize(coordinator_address=getattr(args, "coordinator_address", None),
                             num_processes=getattr(args, "num_processes", None),
-                            process_id=getattr(args, "process_id", None))
+                            process_id=getattr(args, "process_id", None),
+                            timeout_s=getattr(args, "initialization_timeout", None))

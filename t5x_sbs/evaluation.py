@@ -19,8 +19,10 @@ import gin
 import jax
 import numpy as np
 import seqio
+from jax.experimental import multihost_utils
 
 from t5x_sbs import checkpoints, input_pipeline
+from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID
 
 log = logging.getLogger(__name__)
 
@@ -57,42 +59,48 @@ def has_metrics(task_name: str) -> bool:
 
 # ----------------------------------------------------------------------------- scoring
 def teacher_forced_loss(trainer, part, params, batches) -> dict[str, float]:
-    """Per-task token-mean loss (no dropout) over fixed batches, and their λ-weighted sum."""
+    """Per-task token-mean loss (no dropout) over fixed global batches, and their λ-weighted sum."""
     totals = None
     with part.activation_context():
         for batch in batches:
-            aux = trainer.eval_step(params, part.global_batch(batch))
+            aux = trainer.eval_step(params, part.shard_global_batch(batch))
             totals = aux if totals is None else jax.tree.map(lambda a, b: a + b, totals, aux)
     if totals is None:
         return {}
-    totals = jax.tree.map(float, totals)
+    totals = jax.tree.map(float, totals)  # replicated scalars: the same on every process
     out = {f"{t}_loss": totals[f"{t}_loss_sum"] / max(1.0, totals[f"{t}_tokens"]) for t in ("label", "rationale")}
     weights = trainer.loss_config.weights()
-    out["loss"] = out["label_loss"] * weights[1] + out["rationale_loss"] * weights[2]
+    out["loss"] = out["label_loss"] * weights[LABEL_TASK_ID] + out["rationale_loss"] * weights[RATIONALE_TASK_ID]
     return out
 
 
-def _text(vocabulary, ids) -> str:
+def _text(vocabulary, ids, eos_id: int) -> str:
+    """Token ids up to EOS -> text (padding and EOS dropped)."""
     ids = [int(t) for t in ids]
-    ids = ids[: ids.index(1)] if 1 in ids else ids  # up to EOS
-    return vocabulary.decode([t for t in ids if t > 1])
+    ids = ids[: ids.index(eos_id)] if eos_id in ids else ids
+    return vocabulary.decode([t for t in ids if t not in (0, eos_id)])
 
 
-def predict(model, params, batches, vocabulary, max_decode_length: int) -> list[dict]:
-    """Greedy decoding of every non-padding row: input, prediction, log-prob score, target."""
-    from t5x_sbs.models import decoding
+def decode_global(trainer, part, params, encoder_input_tokens: np.ndarray, max_decode_length: int):
+    """Greedy decode of a global batch that every process holds; (tokens, scores) of every row, on
+    every process, in row order."""
+    tokens = part.shard_global_batch({"encoder_input_tokens": encoder_input_tokens})["encoder_input_tokens"]
+    decoded, scores = trainer.decode(params, tokens, max_decode_length)
+    return multihost_utils.process_allgather((decoded, scores), tiled=True)
 
-    out = []
+
+def predict(trainer, part, params, batches, vocabulary, max_decode_length: int) -> list[dict]:
+    """Greedy decoding of every non-padding row of global batches: input, prediction, log-prob
+    score, target. Every process gets every prediction, in input order."""
+    eos, out = trainer.model.config.eos_token_id, []
     for batch in batches:
-        tokens, scores = decoding.generate(model, params, batch["encoder_input_tokens"],
-                                           max_decode_length=max_decode_length)
-        for row, (toks, score) in enumerate(zip(np.asarray(tokens), np.asarray(scores))):
-            if not batch["encoder_input_tokens"][row].any():
-                continue  # padding row
-            item = {"input": _text(vocabulary, batch["encoder_input_tokens"][row]),
-                    "prediction": _text(vocabulary, toks), "score": float(score)}
+        inputs = batch["encoder_input_tokens"]
+        tokens, scores = decode_global(trainer, part, params, inputs, max_decode_length)
+        for row in np.flatnonzero(inputs.any(axis=1)):  # all-zero rows are padding
+            item = {"input": _text(vocabulary, inputs[row], eos), "prediction": _text(vocabulary, tokens[row], eos),
+                    "score": float(scores[row])}
             if "decoder_target_tokens" in batch:
-                item["target"] = _text(vocabulary, batch["decoder_target_tokens"][row])
+                item["target"] = _text(vocabulary, batch["decoder_target_tokens"][row], eos)
             out.append(item)
     return out
 
@@ -117,7 +125,7 @@ def split_scores(trainer, part, params, mixture: str, split: str, lengths, batch
         if has_metrics(task):
             batches = eval_batches(task, split, lengths, batch_size, max_batches)
             vocab = seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
-            preds = predict(trainer.model, params, batches, vocab, lengths["targets"])
+            preds = predict(trainer, part, params, batches, vocab, lengths["targets"])
             scores.update(decode_metrics(task, preds))
     return scores
 
@@ -162,8 +170,8 @@ def _restore(run, cfg, trainer):
     return manager.restore(abstract)[0], str(source / str(manager.latest_step()))
 
 
-def _input_file_batches(path: str, lengths, batch_size: int, vocabulary) -> list[dict]:
-    """Raw texts (one per line) -> encoder batches, with the label prefix, truncated, EOS-ended."""
+def _input_file_batches(path: str, lengths, batch_size: int, vocabulary, eos_id: int) -> list[dict]:
+    """Raw texts (one per line) -> global encoder batches, with the label prefix, truncated, EOS-ended."""
     from tasks import config as task_config
 
     prefix = task_config.prefixes()["label"]
@@ -175,7 +183,7 @@ def _input_file_batches(path: str, lengths, batch_size: int, vocabulary) -> list
     for start in range(0, len(lines), batch_size):
         tokens = np.zeros((batch_size, lengths["inputs"]), np.int32)
         for row, text in enumerate(lines[start:start + batch_size]):
-            ids = list(vocabulary.encode(prefix + text))[: lengths["inputs"] - 1] + [1]
+            ids = list(vocabulary.encode(prefix + text))[: lengths["inputs"] - 1] + [eos_id]
             tokens[row, : len(ids)] = ids
         batches.append({"encoder_input_tokens": tokens})
     return batches
@@ -196,10 +204,11 @@ def run_mode(mode: str) -> int:
     os.makedirs(run.model_dir, exist_ok=True)
     if mode == "infer":
         if cfg.input_file:
-            batches = _input_file_batches(cfg.input_file, run.task_feature_lengths, run.batch_size, vocab)
+            batches = _input_file_batches(cfg.input_file, run.task_feature_lengths, run.batch_size, vocab,
+                                          trainer.model.config.eos_token_id)
         else:
             batches = eval_batches(task, cfg.split, run.task_feature_lengths, run.batch_size, cfg.max_batches)
-        preds = predict(trainer.model, params, batches, vocab, run.task_feature_lengths["targets"])
+        preds = predict(trainer, part, params, batches, vocab, run.task_feature_lengths["targets"])
         name = "input" if cfg.input_file else cfg.split
         path = cfg.output_path or os.path.join(run.model_dir, f"predictions_{name}.jsonl")
         if jax.process_index() == 0:

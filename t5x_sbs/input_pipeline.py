@@ -1,12 +1,28 @@
-"""SeqIO datasets -> this process's numpy batches, resumable from a batch count.
+"""SeqIO tasks -> training batches decided per global position; fixed, globally ordered eval batches.
 
-Each process reads its own shard (seqio.ShardInfo) and yields local rows; the partitioner turns
-them into global arrays. The order is a pure function of (task, seed, shard), so resuming means
-skipping the batches already consumed (`data_state = {"batches_consumed": n}`): a resumed run
-sees exactly the batches an uninterrupted run would.
+Training (index-based, Grain-style): each task's preprocessed train rows are read once through
+SeqIO (unshuffled, trimmed to the feature lengths) and kept as token arrays. The stream is then
+a pure function of the seed:
+  - which task fills stream position p is drawn per block of positions (seeded by the block), with
+    the mixture's rates;
+  - the n-th unit of task t is permutation(seed, t, epoch = n // N_t)[n % N_t], where a unit is a
+    run of consecutive rows sharing an `id` (a paired task's label + rationale rows stay adjacent).
+Rows are packed greedily in stream order (a packed row closes when the next example does not
+fit) and B consecutive packed rows make the global batch. Every process works out the global
+batch's layout from the rows' lengths alone and builds only its own block of rows, so the global
+batch at step k is the same for 1, 2 or 4 processes, and the iterator's state (stream position,
+per-task counts) is a small JSON dict: resuming from a checkpoint is O(1) and works across a
+change of process count.
+
+Evaluation: every process reads the whole split in order and cuts it into the same global
+batches (the last padded with empty rows); each places its part on its devices, and decoded ids
+are gathered back in that order, so every process scores every example.
 """
 from __future__ import annotations
 
+import dataclasses
+import queue
+import threading
 from typing import Iterator, Mapping
 
 import jax
@@ -14,8 +30,11 @@ import numpy as np
 import seqio
 
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
+from t5x_sbs.names import LABEL_TASK_ID
 
 LOSS_MODES = ("paired", "mixture")
+MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
+STATE_VERSION = 1
 
 
 def training_task_name(mixture_or_task_name: str, loss_mode: str) -> str:
@@ -28,46 +47,276 @@ def training_task_name(mixture_or_task_name: str, loss_mode: str) -> str:
     return mixture_or_task_name
 
 
-def _shard_info() -> seqio.ShardInfo:
-    return seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+def local_rows(global_rows: int) -> slice:
+    """This process's block of a global batch's rows (process i feeds block i, as
+    Partitioner.global_batch checks)."""
+    if global_rows % jax.process_count():
+        raise ValueError(f"BATCH_SIZE={global_rows} not divisible by {jax.process_count()} processes")
+    size = global_rows // jax.process_count()
+    return slice(jax.process_index() * size, (jax.process_index() + 1) * size)
 
 
-def dataset(name: str, split: str, feature_lengths: Mapping[str, int], *, pack: bool, shuffle: bool,
-            seed: int | None, repeat: bool):
+# ----------------------------------------------------------------------------- reading rows
+@dataclasses.dataclass(frozen=True)
+class TaskRows:
+    """One task's train rows as token arrays, grouped into units (runs of rows sharing an id)."""
+
+    name: str
+    inputs: list[np.ndarray]
+    targets: list[np.ndarray]
+    task_ids: np.ndarray
+    unit_starts: np.ndarray  # unit u = rows [unit_starts[u], unit_starts[u + 1])
+
+    @property
+    def num_units(self) -> int:
+        return len(self.unit_starts) - 1
+
+
+def read_task_rows(task: seqio.Task, feature_lengths: Mapping[str, int], *, use_cached: bool = False) -> TaskRows:
+    ds = task.get_dataset(sequence_length=dict(feature_lengths), split="train", shuffle=False, num_epochs=1,
+                          use_cached=use_cached)
+    inputs, targets, task_ids, ids = [], [], [], []
+    for row in ds.as_numpy_iterator():
+        inputs.append(np.asarray(row["inputs"], np.int32))
+        targets.append(np.asarray(row["targets"], np.int32))
+        task_ids.append(int(row.get("task", LABEL_TASK_ID)))
+        ids.append(row.get("id", len(ids)))
+    if not inputs:
+        raise ValueError(f"task {task.name} has no train rows")
+    starts = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
+    return TaskRows(task.name, inputs, targets, np.asarray(task_ids, np.int32), np.asarray(starts))
+
+
+def _tasks_and_rates(name: str) -> tuple[list[seqio.Task], np.ndarray]:
+    import tasks  # noqa: F401  registers every task and mixture
+
+    provider = seqio.get_mixture_or_task(name)
+    if isinstance(provider, seqio.Mixture):
+        members = [t for t in provider.tasks if provider.get_rate(t) > 0]
+        rates = np.asarray([provider.get_rate(t) for t in members], np.float64)
+    else:
+        members, rates = [provider], np.ones(1)
+    return members, rates / rates.sum()
+
+
+# ----------------------------------------------------------------------------- the stream
+class _Stream:
+    """Rows in stream order from (seed, position, per-task counts); never materialises an epoch."""
+
+    def __init__(self, rows: list[TaskRows], rates: np.ndarray, seed: int):
+        self.rows, self.rates, self.seed = rows, rates, seed
+        self._mix_cache: dict[int, np.ndarray] = {}
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def task_at(self, position: int) -> int:
+        block = position // MIX_BLOCK
+        if block not in self._mix_cache:
+            if len(self._mix_cache) > 4:
+                self._mix_cache.clear()
+            rng = np.random.default_rng([self.seed, 0, block])
+            self._mix_cache[block] = rng.choice(len(self.rates), size=MIX_BLOCK, p=self.rates)
+        return int(self._mix_cache[block][position % MIX_BLOCK])
+
+    def unit(self, task: int, count: int) -> range:
+        """Row indices of the `count`-th unit drawn from `task`."""
+        rows = self.rows[task]
+        epoch, index = divmod(count, rows.num_units)
+        key = (task, epoch)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 2 * len(self.rows):
+                self._perm_cache.clear()
+            self._perm_cache[key] = np.random.default_rng([self.seed, 1, task, epoch]).permutation(rows.num_units)
+        u = int(self._perm_cache[key][index])
+        return range(int(rows.unit_starts[u]), int(rows.unit_starts[u + 1]))
+
+
+@dataclasses.dataclass
+class StreamState:
+    """Where the stream stands after a batch: what a checkpoint stores (`data_state`)."""
+
+    position: int = 0  # units drawn so far
+    counts: list[int] | None = None  # units drawn per task
+    batches: int = 0
+
+    def to_json(self) -> dict:
+        return {"version": STATE_VERSION, "position": self.position, "counts": list(self.counts),
+                "batches_consumed": self.batches}
+
+    @classmethod
+    def from_json(cls, data: Mapping, num_tasks: int) -> "StreamState":
+        if data.get("version") != STATE_VERSION or len(data.get("counts", ())) != num_tasks:
+            raise ValueError(f"input state {dict(data)} does not fit this pipeline ({num_tasks} tasks)")
+        return cls(int(data["position"]), [int(c) for c in data["counts"]], int(data["batches_consumed"]))
+
+
+def _fits(used: tuple[int, int], example: tuple[np.ndarray, np.ndarray], lengths: tuple[int, int]) -> bool:
+    return used[0] + len(example[0]) <= lengths[0] and used[1] + len(example[1]) <= lengths[1]
+
+
+class TrainBatches(Iterator[dict]):
+    """This process's rows of each global training batch; `state()` after each, O(1) resume."""
+
+    def __init__(self, rows: list[TaskRows], rates: np.ndarray, feature_lengths: Mapping[str, int],
+                 global_batch_size: int, *, pack: bool, seed: int, state: Mapping | None = None):
+        self.stream = _Stream(rows, rates, seed)
+        self.lengths = (int(feature_lengths["inputs"]), int(feature_lengths["targets"]))
+        self.global_batch_size, self.pack = global_batch_size, pack
+        self.rows_slice = local_rows(global_batch_size)
+        self._state = (StreamState.from_json(state, len(rows)) if state
+                       else StreamState(0, [0] * len(rows), 0))
+
+    def state(self) -> dict:
+        """The state after the last batch returned: pass it back as `state=` to continue from there."""
+        return self._state.to_json()
+
+    def _draw(self, state: StreamState) -> list[tuple[int, int]]:
+        task = self.stream.task_at(state.position)
+        unit = self.stream.unit(task, state.counts[task])
+        state.position += 1
+        state.counts[task] += 1
+        return [(task, r) for r in unit]
+
+    def _example(self, ref: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:
+        rows = self.stream.rows[ref[0]]
+        return rows.inputs[ref[1]], rows.targets[ref[1]], int(rows.task_ids[ref[1]])
+
+    def _place(self, rows: tuple, ref: tuple[int, int]) -> tuple:
+        """(closed rows, open row, used lengths) with `ref` added; unpacked rows hold one example."""
+        closed, current, used = rows
+        example = self._example(ref)
+        if current and (not self.pack or not _fits(used, example, self.lengths)):
+            closed, current, used = closed + [current], [], (0, 0)
+        return closed, current + [ref], (used[0] + len(example[0]), used[1] + len(example[1]))
+
+    def _layout(self) -> list[list[tuple[int, int]]]:
+        """The global batch's rows as (task, row) refs; advances the state past them. Units are
+        never split across batches: the first unit that does not fit starts the next batch."""
+        state = dataclasses.replace(self._state, counts=list(self._state.counts))
+        rows: tuple = ([], [], (0, 0))
+        while True:
+            before = dataclasses.replace(state, counts=list(state.counts))
+            trial = rows
+            for ref in self._draw(state):
+                trial = self._place(trial, ref)
+            if len(trial[0]) + bool(trial[1]) > self.global_batch_size:
+                if not rows[0] and not rows[1]:
+                    raise ValueError(f"BATCH_SIZE={self.global_batch_size} rows cannot hold one example's "
+                                     f"{len(self._draw(before))} rows (paired task, unpacked): raise BATCH_SIZE")
+                state = before
+                break
+            rows = trial
+        closed, current, _ = rows
+        state.batches += 1
+        self._state = state
+        return closed + ([current] if current else [])
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        layout = self._layout()
+        layout += [[] for _ in range(self.global_batch_size - len(layout))]  # empty rows: padding
+        layout = layout[self.rows_slice]
+        return pack_rows([[self._example(ref) for ref in row] for row in layout], self.lengths, pack=self.pack)
+
+
+def pack_rows(rows: list[list[tuple[np.ndarray, np.ndarray, int]]], lengths: tuple[int, int], *,
+              pack: bool) -> dict[str, np.ndarray]:
+    """Rows of (inputs, targets, task id) examples -> the feature converter's batch layout:
+    each segment's decoder inputs are its targets shifted right (0 first), positions restart per
+    segment, the task id covers the segment's target tokens; zeros are padding."""
+    keys = ["encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
+            "decoder_task_ids"]
+    if pack:
+        keys += ["encoder_segment_ids", "decoder_segment_ids", "encoder_positions", "decoder_positions"]
+    out = {k: np.zeros((len(rows), lengths[0] if k.startswith("encoder") else lengths[1]), np.int32) for k in keys}
+    for r, examples in enumerate(rows):
+        enc = dec = 0
+        for segment, (inputs, targets, task_id) in enumerate(examples, start=1):
+            i, t = slice(enc, enc + len(inputs)), slice(dec, dec + len(targets))
+            out["encoder_input_tokens"][r, i] = inputs
+            out["decoder_target_tokens"][r, t] = targets
+            # Shifted right: packed, each segment starts from 0; unpacked, the whole padded row
+            # shifts (its EOS lands on the first padding position, weight 0), as seqio does.
+            shifted = targets if not pack and dec + len(targets) < lengths[1] else targets[:-1]
+            out["decoder_input_tokens"][r, dec + 1:dec + 1 + len(shifted)] = shifted
+            out["decoder_loss_weights"][r, t] = targets > 0
+            out["decoder_task_ids"][r, t] = task_id
+            if pack:
+                out["encoder_segment_ids"][r, i], out["decoder_segment_ids"][r, t] = segment, segment
+                out["encoder_positions"][r, i] = np.arange(len(inputs))
+                out["decoder_positions"][r, t] = np.arange(len(targets))
+            enc, dec = enc + len(inputs), dec + len(targets)
+    return out
+
+
+def train_batches(name: str, feature_lengths: Mapping[str, int], global_batch_size: int, *, pack: bool,
+                  seed: int, state: Mapping | None = None, use_cached: bool = False) -> TrainBatches:
+    """The training iterator of a task or mixture (see the module docstring)."""
+    members, rates = _tasks_and_rates(name)
+    rows = [read_task_rows(t, feature_lengths, use_cached=use_cached) for t in members]
+    return TrainBatches(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state)
+
+
+class Prefetcher(Iterator):
+    """Calls `produce` (e.g. next batch -> device arrays, with the input state after it) on a
+    background thread, `depth` items ahead; an exception there is raised by `next`."""
+
+    def __init__(self, produce, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(produce,), daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                return self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def _fill(self, produce) -> None:
+        try:
+            while not self._stop.is_set():
+                self._put(produce())
+        except BaseException as e:  # noqa: BLE001  re-raised on the consumer's thread
+            self._put(e)
+
+    def __next__(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def dataset(name: str, split: str, feature_lengths: Mapping[str, int], *, pack: bool = False, shuffle: bool = False,
+            seed: int | None = None, repeat: bool = False):
+    """A task or mixture's split through the feature converter, read whole by every process."""
     import tasks  # noqa: F401  registers every task and mixture
 
     return seqio.get_dataset(
         name, task_feature_lengths=dict(feature_lengths), dataset_split=split, shuffle=shuffle,
         num_epochs=None if repeat else 1, feature_converter=TaskAwareEncDecFeatureConverter(pack=pack),
-        shard_info=_shard_info(), seed=seed, use_cached=False,
+        shard_info=None, seed=seed, use_cached=False,
     )
-
-
-def _local_batch_size(global_batch_size: int) -> int:
-    if global_batch_size % jax.process_count():
-        raise ValueError(f"BATCH_SIZE={global_batch_size} not divisible by {jax.process_count()} processes")
-    return global_batch_size // jax.process_count()
-
-
-def train_batches(name: str, feature_lengths: Mapping[str, int], global_batch_size: int, *, pack: bool,
-                  seed: int, batches_consumed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    ds = dataset(name, "train", feature_lengths, pack=pack, shuffle=True, seed=seed, repeat=True)
-    ds = ds.batch(_local_batch_size(global_batch_size), drop_remainder=True).skip(batches_consumed)
-    return ds.as_numpy_iterator()
 
 
 def eval_batches(name: str, split: str, feature_lengths: Mapping[str, int], global_batch_size: int,
                  *, max_batches: int | None = None) -> list[dict[str, np.ndarray]]:
-    """A fixed list of unpacked, padded eval batches (the last one padded with empty rows)."""
-    ds = dataset(name, split, feature_lengths, pack=False, shuffle=False, seed=None, repeat=False)
-    local = _local_batch_size(global_batch_size)
-    ds = ds.padded_batch(local) if hasattr(ds, "padded_batch") else ds.batch(local)
+    """The split as *global* padded batches in input order, the same on every process (the last
+    padded with all-zero rows, which carry zero task ids and so add nothing to any sum).
+    `Partitioner.shard_global_batch` places each process's part on its devices."""
+    ds = dataset(name, split, feature_lengths).batch(global_batch_size)
     out = []
     for batch in ds.as_numpy_iterator():
-        rows = next(iter(batch.values())).shape[0]
-        if rows < local:  # pad with all-zero rows: zero task ids, so they add nothing to the sums
-            batch = {k: np.concatenate([v, np.zeros((local - rows,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-        out.append(batch)
+        out.append(pad_rows(batch, global_batch_size))
         if max_batches is not None and len(out) >= max_batches:
             break
     return out
+
+
+def pad_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    have = next(iter(batch.values())).shape[0]
+    return {k: np.concatenate([v, np.zeros((rows - have,) + v.shape[1:], v.dtype)]) if have < rows else v
+            for k, v in batch.items()}

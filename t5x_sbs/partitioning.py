@@ -124,6 +124,13 @@ class Partitioner:
             out[key] = jax.make_array_from_process_local_data(sharding, local, global_shape)
         return out
 
+    def shard_global_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A batch every process holds whole (evaluation) -> global arrays over the batch axes;
+        each process copies only the rows its devices hold, for any mesh layout."""
+        return {key: jax.make_array_from_callback(value.shape, self.batch_sharding(value.ndim),
+                                                  lambda index, value=value: value[index])
+                for key, value in ((k, np.asarray(v)) for k, v in batch.items())}
+
     def _check_process_rows(self, global_rows: int, local_rows: int) -> None:
         expected = slice(jax.process_index() * local_rows, (jax.process_index() + 1) * local_rows)
         held = self.process_rows(global_rows)

@@ -51,6 +51,23 @@ class RunConfig:
     keep_checkpoints: int = 3
     peak_flops_per_device: float | None = None
     auto_vocab_size: int = 512  # SentencePiece size trained when no SPM_PATH is given
+    # Stop after this many in-training inference evaluations without a better validation metric.
+    early_stopping_patience: int | None = None
+    use_cached: bool = False  # read the tasks' SeqIO cache (seqio cache_tasks_main) for training
+
+    def __post_init__(self):
+        """Bad numbers fail when the config is built, before any work (names the gin macro)."""
+        checks = (("train_steps", "TRAIN_STEPS", 1), ("batch_size", "BATCH_SIZE", 1), ("num_microbatches", None, 1),
+                  ("log_every", None, 1), ("eval_batches", None, 1), ("keep_checkpoints", None, 1),
+                  ("eval_every", "EVAL_EVERY", 1), ("infer_eval_every", None, 1), ("checkpoint_every", None, 1),
+                  ("test_batches", None, 1))
+        for field, macro, least in checks:
+            value = getattr(self, field)
+            if value is None and field not in ("train_steps", "batch_size", "num_microbatches", "log_every"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                where = f"RunConfig.{field}" + (f" (gin {macro})" if macro else "")
+                raise ValueError(f"{where} must be an integer >= {least}, got {value!r}")
 
     def interval(self, name: str) -> int:
         """EVAL/INFER/CHECKPOINT intervals, defaulting to a quarter of the run (at most 1000)."""
@@ -113,12 +130,17 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
     except ValueError:
         path = None
     kept = os.path.join(checkpoints_dir or run.model_dir, checkpoints.VOCAB_FILE)
+    initial = vocab_lib.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
     if path is None and os.path.isfile(kept):
         path = kept
         log.info("vocabulary: %s (kept by the run)", path)
+    elif path is None and initial:  # a (pre)trained initial checkpoint's own vocabulary
+        path = initial
+        log.info("vocabulary: %s (the initial checkpoint's)", path)
     elif path is None and train_if_missing:
         path = os.path.join(run.model_dir, checkpoints.VOCAB_FILE)
-        size = min(run.auto_vocab_size, model_config.vocab_size if model_config else run.auto_vocab_size)
+        rows = model_config.vocab_size - task_config.vocabulary_extra_ids() if model_config else run.auto_vocab_size
+        size = min(run.auto_vocab_size, rows)  # the sentinels (extra ids) need rows too
         task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
         _primary_then_others(lambda: vocab_lib.train_sentencepiece(_training_texts(task), path, size))
         log.info("no SPM_PATH: trained a %d-piece SentencePiece vocabulary on %s train texts -> %s",
@@ -144,7 +166,9 @@ def _primary_then_others(fn) -> None:
 def _check_vocab_size(path: str, model_config: T5Config) -> None:
     import seqio
 
-    size = seqio.SentencePieceVocabulary(path).vocab_size
+    from tasks import config as task_config
+
+    size = seqio.SentencePieceVocabulary(path, extra_ids=task_config.vocabulary_extra_ids()).vocab_size  # + sentinels
     if size > model_config.vocab_size:
         raise ValueError(f"vocabulary {path} has {size} pieces, more than T5Config.vocab_size="
                          f"{model_config.vocab_size} (the embedding): bind T5Config.vocab_size >= {size}")
@@ -155,18 +179,33 @@ def _check_vocab_size(path: str, model_config: T5Config) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 def _start_state(run, trainer, manager):
-    """Resume from MODEL_DIR's latest complete checkpoint, else the initial checkpoint, else random."""
+    """Resume from MODEL_DIR's latest complete checkpoint, else the initial checkpoint, else random.
+    Returns (state, the input pipeline's state to continue from or None)."""
     if manager.latest_step() is not None:
         state, data_state = manager.restore(trainer.abstract_state())
-        consumed = int(data_state.get("batches_consumed", int(state.step)))
-        log.info("resumed from step %d of %s (%d batches consumed)", int(state.step), run.model_dir, consumed)
-        return state, consumed
+        log.info("resumed from step %d of %s (input state %s)", int(state.step), run.model_dir, data_state)
+        return state, data_state or {"batches_consumed": int(state.step)}
     if run.initial_checkpoint_path:
         params = checkpoints.load_initial_params(run.initial_checkpoint_path, trainer.abstract_state().params,
                                                  model_config=trainer.model.config)
         log.info("initialised from %s", run.initial_checkpoint_path)
-        return trainer.init_state(params), 0
-    return trainer.init_state(), 0
+        return trainer.init_state(params), None
+    return trainer.init_state(), None
+
+
+def _train_batches(run: RunConfig, task: str, data_state: dict | None):
+    """The training iterator, positioned after the batches a resumed run already consumed. An
+    input state from before the index-based pipeline (only a batch count) is replayed."""
+    legacy = data_state is not None and "version" not in data_state
+    batches = input_pipeline.train_batches(task, run.task_feature_lengths, run.batch_size, pack=run.pack,
+                                           seed=run.seed, state=None if legacy else data_state,
+                                           use_cached=run.use_cached)
+    if legacy:
+        count = int(data_state["batches_consumed"])
+        log.warning("checkpoint input state %s has no stream position: replaying %d batches", data_state, count)
+        for _ in range(count):
+            next(batches)
+    return batches
 
 
 class _Evaluator:
@@ -176,11 +215,21 @@ class _Evaluator:
     def __init__(self, run: RunConfig, trainer, part, manager, logger):
         self.run, self.trainer, self.part, self.manager, self.logger = run, trainer, part, manager, logger
         self.metric, self.mode = evaluation.selection_metric(run.mixture_or_task_name)
+        kept = manager.best_step() is not None and checkpoints.read_json_item(
+            os.path.join(run.model_dir, checkpoints.BEST_DIR, str(manager.best_step())), checkpoints.METRICS_ITEM)
+        # A resumed run judges improvement against the kept best (its patience count restarts).
+        self.best, self.evals_without_improvement = (kept or {}).get("value"), 0
+
+    def due(self, step: int) -> bool:
+        return step == self.run.train_steps or step % self.run.interval("eval") == 0 or self._decodes(step)
+
+    def _decodes(self, step: int) -> bool:
+        return step % self.run.interval("infer") == 0 or step == self.run.train_steps
 
     def maybe_evaluate(self, step: int, state) -> None:
-        run, last = self.run, step == self.run.train_steps
-        decode = step % run.interval("infer") == 0 or last
-        if not (decode or step % run.interval("eval") == 0):
+        run = self.run
+        decode = self._decodes(step)
+        if not self.due(step):
             return
         scores = evaluation.split_scores(self.trainer, self.part, state.params, run.mixture_or_task_name,
                                          "validation", run.task_feature_lengths, run.batch_size,
@@ -191,6 +240,21 @@ class _Evaluator:
         if self.metric in scores and (decode or self.mode == "min"):
             self.manager.save_best(step, state, scores[self.metric], mode=self.mode,
                                    metric_name=f"validation/{self.metric}")
+            self._track(scores[self.metric])
+
+    def _track(self, value: float) -> None:
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        self.best = value if better else self.best
+        self.evals_without_improvement = 0 if better else self.evals_without_improvement + 1
+
+    def should_stop_early(self) -> bool:
+        """Every process sees the same (global) metric, so all stop at the same step."""
+        patience = self.run.early_stopping_patience
+        if patience is not None and self.evals_without_improvement >= patience:
+            log.info("early stopping: validation/%s did not improve on %s in %d evaluations", self.metric,
+                     self.best, patience)
+            return True
+        return False
 
     def final_test(self) -> dict | None:
         """The best checkpoint on test; MODEL_DIR/test_results.json."""
@@ -215,16 +279,52 @@ class _Evaluator:
         return result
 
 
-def _check_finite(loss: float, step: int, manager, run: RunConfig) -> None:
-    if not math.isfinite(loss):
+def _check_finite(loss: float, step: int, manager, run: RunConfig, grad_norm: float | None = None) -> None:
+    """Stops before a non-finite loss or gradient norm (whose update would poison the params) is
+    saved; also surfaces a failed async checkpoint save at the step it is found."""
+    manager.raise_if_save_failed()
+    bad = [f"{name} is {value}" for name, value in (("loss", loss), ("gradient norm", grad_norm))
+           if value is not None and not math.isfinite(value)]
+    if bad:
         manager.wait_until_finished()
         raise NonFiniteLossError(
-            f"loss is {loss} at step {step}: training stopped, this step not saved. Last good checkpoint: "
+            f"{' and '.join(bad)} at step {step}: training stopped, this step not saved. Last good checkpoint: "
             f"step {manager.latest_step()} in {run.model_dir}")
 
 
+class _LaggedMetrics:
+    """Reads a step's metrics only after the next step is queued, so the host never waits for the
+    device on an ordinary step; `flush` reads them at once (before a save, an evaluation, the end).
+    The non-finite check thus runs at most one step late, and always before that step is saved."""
+
+    def __init__(self, run: RunConfig, manager, logger):
+        self.run, self.manager, self.logger = run, manager, logger
+        self.pending, self.last = None, {}
+
+    def push(self, step: int, metrics) -> None:
+        self.flush()
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, metrics = self.pending
+        self.pending = None
+        loss = float(metrics["loss"])
+        grad_norm = float(metrics["grad_norm"]) if "grad_norm" in metrics else None
+        _check_finite(loss, step, self.manager, self.run, grad_norm)
+        self.logger.advance(1, loss=loss)
+        if step % self.run.log_every == 0 or step == self.run.train_steps:
+            self.last = {**jax.tree.map(float, metrics), **self.logger.throughput(step)}
+            self.logger.write(step, self.last)
+
+
+def _needs_sync(run: RunConfig, evaluator: _Evaluator, step: int) -> bool:
+    return step == run.train_steps or evaluator.due(step) or step % run.interval("checkpoint") == 0
+
+
 def train(run: RunConfig, **build_overrides) -> dict:
-    """Runs to TRAIN_STEPS (or a preemption); returns the last logged metrics."""
+    """Runs to TRAIN_STEPS, early stopping or a preemption; returns the last logged metrics."""
     os.makedirs(run.model_dir, exist_ok=True)
     model_config, part, trainer = build(run, **build_overrides)
     spm = resolve_vocabulary(run, model_config, train_if_missing=True)
@@ -235,36 +335,42 @@ def train(run: RunConfig, **build_overrides) -> dict:
     task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
     manager = checkpoints.CheckpointManager(run.model_dir, save_interval_steps=run.interval("checkpoint"),
                                             max_to_keep=run.keep_checkpoints)
-    state, consumed = _start_state(run, trainer, manager)
+    state, data_state = _start_state(run, trainer, manager)
     step = int(state.step)
-    batches = input_pipeline.train_batches(task, run.task_feature_lengths, run.batch_size, pack=run.pack,
-                                           seed=run.seed, batches_consumed=consumed)
+    batches = _train_batches(run, task, data_state)
     lengths = run.task_feature_lengths
     logger = MetricsLogger(run.model_dir, tokens_per_step=run.batch_size * (lengths["inputs"] + lengths["targets"]),
                            flops_per_step=flops_per_step(trainer.abstract_state().params, run.batch_size,
                                                          lengths["inputs"], lengths["targets"]),
                            peak_flops_per_device=run.peak_flops_per_device, total_steps=run.train_steps, initial_step=step)
-    evaluator, last = _Evaluator(run, trainer, part, manager, logger), {}
-    with checkpoints.PreemptionGuard() as guard, part.activation_context():
-        while step < run.train_steps:
-            state, metrics = trainer.train_step(state, part.global_batch(next(batches)), trainer.base_rng)
-            step, consumed = step + 1, consumed + 1
-            loss = float(metrics["loss"])
-            _check_finite(loss, step, manager, run)
-            logger.advance(1, loss=loss)
-            if step % run.log_every == 0 or step == run.train_steps:
-                last = {**jax.tree.map(float, metrics), **logger.throughput(step)}
-                logger.write(step, last)
-            evaluator.maybe_evaluate(step, state)
-            data_state = {"batches_consumed": consumed}
-            manager.save(step, state, data_state=data_state, force=step == run.train_steps)
-            if guard.should_stop(step):
-                manager.save(step, state, data_state=data_state, force=True)
-                log.warning("preempted: saved step %d, exiting", step)
-                break
+    evaluator = _Evaluator(run, trainer, part, manager, logger)
+    lagged, finished = _LaggedMetrics(run, manager, logger), step >= run.train_steps
+    # The next batches are built and placed on the devices while the current step runs.
+    prefetch = input_pipeline.Prefetcher(lambda: (part.global_batch(next(batches)), batches.state()))
+    try:
+        with checkpoints.PreemptionGuard() as guard, part.activation_context():
+            while step < run.train_steps:
+                device_batch, data_state = next(prefetch)
+                state, metrics = trainer.train_step(state, device_batch, trainer.base_rng)
+                step += 1
+                lagged.push(step, metrics)
+                preempted = guard.should_stop(step)
+                if not (preempted or _needs_sync(run, evaluator, step)):
+                    continue
+                lagged.flush()  # before anything reads or saves this step's state
+                evaluator.maybe_evaluate(step, state)
+                finished = step >= run.train_steps or evaluator.should_stop_early()
+                manager.save(step, state, data_state=data_state, force=finished or preempted)
+                if preempted and not finished:
+                    log.warning("preempted: saved step %d, exiting", step)
+                if finished or preempted:
+                    break
+            lagged.flush()
+    finally:
+        prefetch.close()
     manager.wait_until_finished()
-    if step >= run.train_steps:
+    if finished:
         evaluator.final_test()
     manager.close()
     logger.close()
-    return {"step": step, **last}
+    return {"step": step, **lagged.last}

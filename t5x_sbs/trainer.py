@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from t5x_sbs import losses
+from t5x_sbs.models import decoding
 from t5x_sbs.partitioning import BATCH_AXES, Partitioner
 
 MODEL_INPUTS = (
@@ -183,6 +184,18 @@ class Trainer:
                                   out_shardings=(self.state_shardings, rep), donate_argnums=(0,))
         self.eval_step = jax.jit(functools.partial(eval_step, model=model, loss_config=loss_config),
                                  in_shardings=(self.param_shardings, None), out_shardings=rep)  # any batch layout
+        self._decoders: dict[int, Any] = {}
+
+    def decode(self, params, encoder_input_tokens: jax.Array, max_decode_length: int):
+        """Greedy decoding of a global [B, L] batch under the mesh: (tokens, scores) sharded over the
+        batch axes like the input (gather them with multihost_utils.process_allgather)."""
+        if max_decode_length not in self._decoders:
+            rows = self.partitioner.batch_sharding
+            self._decoders[max_decode_length] = jax.jit(
+                decoding.greedy_fn(self.model, max_decode_length),
+                in_shardings=(self.param_shardings, rows(2)), out_shardings=(rows(2), rows(1)))
+        with self.partitioner.activation_context():
+            return self._decoders[max_decode_length](params, encoder_input_tokens)
 
     def _init_variables(self, rng):
         dummy = {k: jnp.ones(s, jnp.int32) for k, s in self.batch_shapes.items() if k in MODEL_INPUTS}

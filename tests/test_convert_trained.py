@@ -181,8 +181,9 @@ def greedy(config, params, hf_model, enc, tokenizer, spm, length=LENGTHS["target
         out = hf_model.generate(input_ids=torch.tensor(enc, dtype=torch.long), attention_mask=torch.tensor(enc > 0),
                                 do_sample=False, num_beams=1, max_new_tokens=length).numpy()
     theirs = [until_eos(row[1:]) for row in out]  # row[0]: the start id
-    return ((ours, [vocab.decode(ids) for ids in ours]),
-            (theirs, [tokenizer.decode(ids, skip_special_tokens=True) for ids in theirs]))
+    known = lambda ids: [t for t in ids if t != vocab.unk_id]  # noqa: E731  HF skips <unk> as special; seqio prints ⁇
+    return ((ours, [vocab.decode(known(ids)) for ids in ours]),
+            (theirs, [tokenizer.decode(known(ids), skip_special_tokens=True) for ids in theirs]))
 
 
 def until_eos(row):

@@ -110,7 +110,8 @@ def test_resume_continues_from_checkpoint_and_data_position(trained):
     manager = checkpoints.CheckpointManager(model_dir)
     assert manager.latest_step() == 12
     data_state = checkpoints.read_json_item(model_dir / "12", "data_state")
-    assert data_state == {"batches_consumed": 12}
+    assert data_state["batches_consumed"] == 12 and data_state["version"] == 1  # the stream's position
+    assert sum(data_state["counts"]) == data_state["position"] > 12  # packed: several examples a batch
     steps = [x["step"] for x in read_jsonl(model_dir / "metrics.jsonl") if "loss" in x]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # resumed at 9, nothing repeated
 
@@ -235,3 +236,14 @@ def test_bf16_compute_keeps_f32_params():
     # same data, bf16 activations: close to the f32 loss, but not the identical computation
     assert float(metrics[0]["loss"]) == pytest.approx(float(f32[0]["loss"]), rel=2e-2)
     assert float(metrics[0]["loss"]) != float(f32[0]["loss"])
+
+
+@pytest.mark.shared_data
+def test_early_stopping_stops_after_patience_and_tests_the_best_step(tmp_path, shared_data):
+    # A learning rate of 0 keeps the validation metric flat: no evaluation after the first improves.
+    bindings = svamp_bindings(tmp_path, shared_data, 40, INFER_EVAL_EVERY=2, EVAL_EVERY=2, EARLY_STOPPING_PATIENCE=2)
+    result = run_train(bindings + ["OptimizerConfig.learning_rate = 0.0"])
+    assert result["step"] == 6  # evaluations at 2 (best), 4 and 6 (no better): patience 2 reached
+    assert checkpoints.CheckpointManager(tmp_path).latest_step() == 6
+    results = json.loads((tmp_path / train_loop.TEST_RESULTS_FILE).read_text())
+    assert results["best_step"] == 2 and "accuracy" in results["test"]

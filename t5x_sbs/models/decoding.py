@@ -42,6 +42,19 @@ def _compiled(model: Transformer, max_decode_length: int, method: str):
     return jax.jit(functools.partial(_generate, model, max_decode_length, method))
 
 
+def greedy_fn(model: Transformer, max_decode_length: int):
+    """(params, encoder_input_tokens) -> (tokens, scores), greedy: for callers that jit it themselves
+    with explicit shardings (Trainer.decode, multi-host evaluation)."""
+    if max_decode_length <= 0:
+        raise ValueError(f"max_decode_length must be positive, got {max_decode_length}")
+
+    def fn(params, encoder_input_tokens):
+        return _generate(model, int(max_decode_length), "greedy", params, encoder_input_tokens, None,
+                         jnp.float32(1.0), jax.random.PRNGKey(0))
+
+    return fn
+
+
 def init_cache(model: Transformer, params, encoded, encoder_input_tokens, max_decode_length: int):
     """Zero KV cache for `max_decode_length` steps (shapes via eval_shape; nothing is computed)."""
     batch = encoder_input_tokens.shape[0]
