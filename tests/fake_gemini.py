@@ -46,6 +46,8 @@ class Reply:
     status: int = 200
     body: Any = None            # JSON-able object, or bytes sent verbatim (malformed bodies)
     delay: float = 0.0          # seconds to sleep before answering
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    drop_mid_body: bool = False  # announce the whole body, send half, close the connection
 
 
 def count_tokens(text: str) -> int:
@@ -90,6 +92,19 @@ def reply_max_tokens(call: Call, partial: str = "The answer must be something th
 def reply_error(code: int, message: str = "injected fault") -> Reply:
     status = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 400: "INVALID_ARGUMENT"}
     return Reply(code, {"error": {"code": code, "message": message, "status": status.get(code, "UNKNOWN")}})
+
+
+def reply_rate_limited(retry_after_s: float) -> Reply:
+    reply = reply_error(429, "quota exceeded")
+    reply.headers["Retry-After"] = f"{retry_after_s:g}"
+    return reply
+
+
+def reply_dropped(call: Call) -> Reply:
+    """A good answer whose connection closes mid-body (a proxy or server reset)."""
+    reply = behave(call, "ok")
+    reply.drop_mid_body = True
+    return reply
 
 
 def reply_malformed() -> Reply:
@@ -209,15 +224,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: Any) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, drop: bool = False) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout test)
+            self.wfile.write(data[: len(data) // 2] if drop else data)
+            if drop:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+        except (BrokenPipeError, ConnectionResetError, OSError):  # client gave up (timeout test)
             pass
 
     def _admit(self) -> bool:
@@ -247,7 +268,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         delay = reply.delay + self.fake.latency
         if delay:
             time.sleep(delay)
-        self._send(reply.status, reply.body)
+        self._send(reply.status, reply.body, reply.headers, reply.drop_mid_body)
 
     def do_GET(self) -> None:
         if not self._admit():
@@ -302,6 +323,10 @@ def behave(call: Call, behaviour: str) -> Reply:
         return simple[behaviour](call)
     if behaviour == "malformed":
         return reply_malformed()
+    if behaviour == "dropped":
+        return reply_dropped(call)
+    if behaviour.startswith("429_retry_after_"):
+        return reply_rate_limited(float(behaviour.rsplit("_", 1)[1]))
     if behaviour.isdigit():
         return reply_error(int(behaviour))
     raise ValueError(f"unknown behaviour {behaviour!r}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from t5x_sbs.records import Example
 
@@ -93,6 +93,10 @@ class TeacherBackend(abc.ABC):
     # False for teachers that ignore our prompt (replay of stored outputs): then the record's
     # prompt_hash identifies their own fixed prompt via `prompt_identity`.
     uses_prompt: bool = True
+
+    # Set by the runner: called with seconds when the server asks to back off (429 Retry-After),
+    # so the rate limiter pauses every worker, not just the request the SDK retries.
+    on_retry_after: Callable[[float], None] | None = None
 
     def prompt_identity(self, rendered_prompt_hash: str) -> str:
         """The prompt hash recorded in the store (default: the hash of our template)."""

@@ -6,15 +6,21 @@ never read, pass or print the key ourselves; error texts are still scrubbed of i
 a server echoes it.
 
 Retries of 408/429/5xx and transport timeouts are `HttpRetryOptions` (tenacity inside the
-SDK); `timeout_s` bounds each attempt. Whatever is left after the retries becomes a
+SDK); `timeout_s` bounds each attempt. Two gaps of the SDK are closed here: a 429's
+`Retry-After` pauses the runner's rate limiter (an httpx response hook), and a connection
+dropped mid-body (which the SDK does not retry) is retried like a 5xx, with tenacity too. Whatever is left after the retries becomes a
 `failed` response with the error kept, never an exception, so the runner loses nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from typing import Any
 
+import importlib
+
+import tenacity
 from google import genai
 from google.genai import errors, types
 
@@ -28,6 +34,21 @@ BLOCKING_FINISH_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONT
 USAGE_ATTRS = {"prompt_token_count": "prompt", "candidates_token_count": "candidates",
                "cached_content_token_count": "cached", "thoughts_token_count": "thoughts",
                "total_token_count": "total"}
+# A connection closed mid-body (headers sent, body cut): transient like a 5xx, but outside the
+# SDK's retry predicate (it retries timeouts and connect errors only).
+def _dropped_connection_errors() -> tuple[type[Exception], ...]:
+    """RemoteProtocolError/ReadError of whichever httpx the SDK uses (httpx or its httpx2 fork)."""
+    found = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found += [getattr(module, cls) for cls in ("RemoteProtocolError", "ReadError") if hasattr(module, cls)]
+    return tuple(found)
+
+
+DROPPED_CONNECTION = _dropped_connection_errors()
 BATCH_DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
@@ -109,7 +130,8 @@ class GeminiTeacher(TeacherBackend):
             s = self.settings
             retry = types.HttpRetryOptions(attempts=s.attempts, initial_delay=s.initial_delay_s,
                                            max_delay=s.max_delay_s)
-            http = types.HttpOptions(base_url=s.base_url, timeout=int(s.timeout_s * 1000), retry_options=retry)
+            http = types.HttpOptions(base_url=s.base_url, timeout=int(s.timeout_s * 1000), retry_options=retry,
+                                     async_client_args={"event_hooks": {"response": [self._on_response]}})
             if s.vertex:
                 self._client = genai.Client(vertexai=True, project=s.project, location=s.location, http_options=http)
             else:
@@ -135,11 +157,31 @@ class GeminiTeacher(TeacherBackend):
             kwargs["thinking_config"] = types.ThinkingConfig(thinking_budget=s.thinking_budget)
         return types.GenerateContentConfig(**kwargs)
 
-    async def generate(self, request: TeacherRequest) -> TeacherResponse:
+    async def _on_response(self, response: Any) -> None:
+        """A 429 with Retry-After (seconds): every new request start pauses (the runner's limiter),
+        and this request's own SDK retry waits as long (the hook returns only then)."""
+        if response.status_code != 429:
+            return
         try:
-            response = await self.client.aio.models.generate_content(
-                model=self.settings.model, contents=request.prompt, config=self.config(request))
-        except Exception as e:  # after the SDK's retries: keep the error, lose nothing
+            seconds = min(float(response.headers.get("retry-after", "")), self.settings.max_delay_s)
+        except ValueError:
+            return  # absent, or an HTTP date: the SDK's backoff alone
+        if self.on_retry_after is not None:
+            self.on_retry_after(seconds)
+        await asyncio.sleep(seconds)
+
+    async def generate(self, request: TeacherRequest) -> TeacherResponse:
+        s = self.settings
+        retry = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(max(1, s.attempts)), reraise=True,
+            retry=tenacity.retry_if_exception_type(DROPPED_CONNECTION),
+            wait=tenacity.wait_exponential_jitter(initial=s.initial_delay_s, max=s.max_delay_s))
+        try:
+            async for attempt in retry:
+                with attempt:
+                    response = await self.client.aio.models.generate_content(
+                        model=s.model, contents=request.prompt, config=self.config(request))
+        except Exception as e:  # after the retries: keep the error, lose nothing
             return TeacherResponse(status="failed", error=describe_error(e))
         return to_teacher_response(response)
 

@@ -48,19 +48,25 @@ class Job:
 
 
 class RateLimiter:
-    """Spaces request starts at least 60/rpm seconds apart (a smooth rpm limit)."""
+    """Spaces request starts at least 60/rpm seconds apart (a smooth rpm limit); `pause` holds
+    every start back for a while (a server's 429 Retry-After)."""
 
     def __init__(self, rpm: float):
         self.interval = 60.0 / rpm if rpm > 0 else 0.0
         self._next = 0.0
+        self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
+    def pause(self, seconds: float) -> None:
+        """No request starts for `seconds` from now (safe to call from the SDK's HTTP thread)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + max(0.0, float(seconds)))
+
     async def wait(self) -> None:
-        if not self.interval:
+        if not self.interval and time.monotonic() >= self._paused_until:
             return
         async with self._lock:
             now = time.monotonic()
-            start = max(now, self._next)
+            start = max(now, self._next, self._paused_until)
             self._next = start + self.interval
         await asyncio.sleep(start - now)
 
@@ -75,6 +81,7 @@ class Runner:
         self.backend, self.template, self.store, self.options = backend, template, store, options
         self.prompt_hash = backend.prompt_identity(template.hash)
         self.limiter = RateLimiter(options.rpm)
+        backend.on_retry_after = self.limiter.pause
         self.counts: collections.Counter[str] = collections.Counter()
         self.tokens = 0
         self.cost = 0.0
