@@ -192,3 +192,28 @@ def test_cli_reports_bad_inputs_as_one_clear_line(tmp_path, capsys):
                    r"bad\.jsonl:2: field 'input': missing")
     one_line_error(["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path / "none"), "--teacher", "gemini:m",
                     "--out", str(tmp_path / "o.jsonl")], r"cqa_train\.json: file not found")
+
+
+def test_ledger_counts_every_call_including_replaced_answers(tmp_path, capsys, monkeypatch):
+    """First run: ex1 garbled, ex2 wrong then right on feedback; --retry-failed re-asks ex1."""
+    from t5x_sbs.cli import main
+
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    fake_gemini.write_cqa_dataset(str(tmp_path), 4)
+    out = tmp_path / "s.jsonl"
+    args = ["rationales", "--dataset", "cqa", "--data_dir", str(tmp_path), "--teacher", "gemini:gemini-2.5-flash",
+            "--out", str(out), "--no_progress", "--attempts", "1", "--feedback", "2", "--concurrency", "1"]
+    plans = {1: ["garbage", "ok"], 2: ["ok_if_told"]}
+    summaries = []
+    with fake_gemini.FakeGemini(fake_gemini.scenario_responder(plans)) as fake:
+        for extra in ([], ["--retry-failed"]):
+            assert main(args + ["--base_url", fake.url] + extra) == 0
+            summaries.append(json.loads(capsys.readouterr().out))
+        made = len(fake.calls)
+    assert [s["requests"] for s in summaries] == [5, 1] and made == 6
+    assert main(["ledger", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["records"] == 4 and report["calls"] == made and report["groups"][0]["calls"] == made
+    replaced = [r for r in TeacherStore(out).load().values() if r.extra.get("superseded_usage")]
+    assert report["replaced_answers"] == 1 and report["replaced_tokens"] == replaced[0].extra["superseded_usage"]["total"] > 0
