@@ -2,13 +2,16 @@
 
 1. generate the built-in arithmetic task (train/validation/test, seeded);
 2. annotate train with the `scripted:` teacher through the rationale store and ledger;
-3. train a SentencePiece vocabulary on the task text and a tiny T5 from scratch three ways:
-   standard finetuning (gold labels), standard distillation (teacher labels), distilling
-   step-by-step (teacher labels + rationales);
+3. pretrain the student once with span corruption (`experiments.pretrained`: ../shared/data's
+   train text + the task's train inputs; kept under --pretrain_dir by a hash of its settings and
+   reused), then train it three ways, each for every seed, to early stopping on validation
+   accuracy: standard finetuning (gold labels), standard distillation (teacher labels),
+   distilling step-by-step (teacher labels + rationales);
 4. score each from the label prefix alone on validation and test (the checkpoint selected
    on validation), export the best student to Hugging Face format and answer a test
    question with transformers;
-5. print the results table; write results.md, results.csv and results.png to --out_dir.
+5. print the table (mean ± 95 % CI over seeds, and step-by-step − finetuning with a paired
+   bootstrap on the same test questions); write results.md/.csv/.png/.json to --out_dir.
 
 The same command runs the real thing: `--teacher gemini:MODEL` (a key in GEMINI_API_KEY),
 `--dataset svamp --data_dir ../shared/data` (a paper-layout dataset), `--initial_checkpoint
@@ -53,6 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=0)
     add("--train_size", type=int, default=arith.DEFAULT_SIZES["train"])
     add("--eval_size", type=int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
+    add("--seeds", default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
+    add("--early_stopping_patience", type=int, default=3,
+        help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
+    add("--pretrain_steps", type=int, default=600, help="span-corruption steps of the student (0: from scratch)")
+    add("--pretrain_batch_size", type=int, default=32)
+    add("--pretrain_corpus", choices=("shared", "task"), default="shared",
+        help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
+    add("--pretrain_dir", default="runs/pretrained", help="pretrained students, one per settings hash (reused)")
+    add("--quick", action="store_true", help=(
+        "a smaller version (~5 min): 600 train / 200 test problems, students of at most 200 steps "
+        "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
+        "../shared/data corpus); still 3 seeds. Gives up: data, training length and the general corpus, "
+        "so the CIs are wider and the pretrained student knows less"))
+
+
+QUICK = {"train_size": 600, "eval_size": 200, "train_steps": 200, "eval_every": 50, "early_stopping_patience": 2,
+         "pretrain_steps": 200, "pretrain_corpus": "task"}
+
+
+def apply_quick(args) -> None:
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
 
 
 def _say(text: str) -> None:
@@ -175,29 +201,59 @@ def vocabulary_from_texts(args, texts: list[str]) -> str:
     return path
 
 
-def train_and_score(args, method: str, spm_path: str, data_dir: str, bindings: tuple[str, ...]) -> dict:
-    """Step 3b + 4a: one student; returns its result row."""
+def student_spec(args, method: str, seed: int, spm_path: str, data_dir: str, bindings: tuple[str, ...],
+                 student: dict) -> runner.TrainSpec:
     mixture_method, source = tables.check_method(method)
     from t5x_sbs.names import mixture_name
 
-    spec = runner.TrainSpec(
-        model_dir=os.path.join(args.out_dir, "models", method), mixture=mixture_name(args.dataset, mixture_method, source),
+    return runner.TrainSpec(
+        model_dir=os.path.join(args.out_dir, "models", f"{method}_seed{seed}"),
+        mixture=mixture_name(args.dataset, mixture_method, source),
         model_gin=args.model_gin, spm_path=spm_path, data_dir=data_dir if args.dataset != "arith" else "",
         train_steps=args.train_steps, batch_size=args.batch_size,
         feature_lengths=(("inputs", args.inputs_length), ("targets", args.targets_length)),
-        rationale_weight=args.rationale_weight, seed=args.seed, eval_every=args.eval_every,
-        learning_rate=args.learning_rate, initial_checkpoint=args.initial_checkpoint, bindings=bindings)
+        rationale_weight=args.rationale_weight, seed=seed, eval_every=args.eval_every,
+        learning_rate=args.learning_rate, initial_checkpoint=student["initial_checkpoint"],
+        vocab_size=student["vocab_rows"], early_stopping_patience=args.early_stopping_patience, bindings=bindings)
+
+
+def train_and_score(args, method: str, seed: int, spm_path: str, data_dir: str, bindings: tuple[str, ...],
+                    student: dict) -> dict:
+    """Step 3b + 4a: one student and seed; returns its result row (with per-question correctness)."""
+    mixture_method, _ = tables.check_method(method)
+    spec = student_spec(args, method, seed, spm_path, data_dir, bindings, student)
     start = time.time()
     final = runner.train(spec)
     scored = runner.score(spec.model_dir)
+    correct = runner.test_correctness(spec)
     row = {"dataset": args.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(args.model_gin)[:-4],
-           "rationale_weight": args.rationale_weight if mixture_method == "sbs" else 0.0, "seed": args.seed,
-           **scored, "train_steps": args.train_steps, "wall_s": round(time.time() - start, 1),
-           "model_dir": spec.model_dir, "final_loss": final.get("loss")}
-    _say(f"      {tables.METHOD_TITLES[method]}: loss {final.get('loss', float('nan')):.3f}, "
-         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% "
-         f"({row['wall_s']:.0f} s)")
+           "rationale_weight": args.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
+           **scored, "train_steps": args.train_steps, "steps_run": final.get("step"),
+           "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir, "final_loss": final.get("loss"),
+           "pretrained": student["initial_checkpoint"], "test_correct": correct}
+    _say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
+         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row
+
+
+def pretrained_student(args, data_dir: str, spm_path: str) -> dict:
+    """Step 3a': the student the methods start from: --initial_checkpoint, or our own
+    span-corruption pretraining (reused when its settings match), or none (--pretrain_steps 0)."""
+    if args.initial_checkpoint or args.pretrain_steps <= 0:
+        return {"initial_checkpoint": args.initial_checkpoint, "vocab_rows": None, "spm_path": spm_path}
+    from t5x_sbs.experiments import pretrained
+    from t5x_sbs.teacher import cli as teacher_cli
+    from tasks import config as task_config
+
+    task_texts = [e.text for e in teacher_cli.load_examples(args.dataset, data_dir, "train")]
+    shared = (args.data_dir or task_config.data_dir()) if args.pretrain_corpus == "shared" else None
+    docs, where = pretrained.corpus_texts(task_texts, shared)
+    spec = pretrained.PretrainSpec(root=args.pretrain_dir, model_gin=args.model_gin, steps=args.pretrain_steps,
+                                   batch_size=args.pretrain_batch_size, inputs_length=args.inputs_length,
+                                   vocab_size=max(args.vocab_size, 1000) if shared else args.vocab_size, seed=0)
+    result = pretrained.pretrain(spec, docs, say=_say)
+    _say(f"      pretrained student ({where}; {'reused' if result.reused else 'trained'}): {result.model_dir}")
+    return {"initial_checkpoint": result.model_dir, "vocab_rows": result.vocab_rows, "spm_path": result.spm_path}
 
 
 def export_and_answer(args, row: dict, spm_path: str, data_dir: str) -> dict:
@@ -237,11 +293,16 @@ def majority_baseline(args, data_dir: str) -> str:
             f"{100 * sum(g == label for g in test) / max(1, len(test)):.1f}% on test.")
 
 
-def write_outputs(args, rows: list[dict], answer: dict, teacher_store: str, data_dir: str) -> None:
-    """Step 5: table on stdout; Markdown, CSV, PNG and a JSON summary in out_dir."""
+def write_outputs(args, rows: list[dict], answer: dict, teacher_store: str, data_dir: str, comparison=None) -> None:
+    """Step 5: table on stdout; Markdown, CSV, PNG and a JSON summary (every seed's row) in out_dir."""
+    import dataclasses
+
     from t5x_sbs.experiments import plots
 
-    md = tables.markdown_table(rows) + "\n\n" + majority_baseline(args, data_dir)
+    md = tables.ci_table(rows)
+    if comparison is not None:
+        md += f"\n\nDistilling step-by-step − standard finetuning: {comparison}."
+    md += "\n\n" + majority_baseline(args, data_dir)
     paths = {k: os.path.join(args.out_dir, f"results.{k}") for k in ("md", "csv", "png", "json")}
     with open(paths["md"], "w", encoding="utf-8") as f:
         f.write(f"# Demo results ({args.dataset}, teacher {args.teacher})\n\n{md}\n\n"
@@ -249,28 +310,47 @@ def write_outputs(args, rows: list[dict], answer: dict, teacher_store: str, data
     tables.write_csv(rows, paths["csv"])
     plots.plot_methods_bar(rows, paths["png"], f"{args.dataset}: test accuracy from the label prefix")
     with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "hf_answer": answer, "teacher_store": teacher_store}, f, indent=1, default=str)
+        json.dump({"rows": rows, "hf_answer": answer, "teacher_store": teacher_store,
+                   "sbs_minus_finetune": dataclasses.asdict(comparison) if comparison else None}, f, indent=1, default=str)
     _say("[5/5] results (test accuracy at the validation-selected checkpoint, answered from the label prefix):\n")
     _say(md)
     _say("\n" + "\n".join(f"wrote {p}" for p in paths.values()))
 
 
+def compare(rows: list[dict], a: str = "sbs_teacher", b: str = "standard_finetune"):
+    """a − b on the same test questions (seeds averaged per question), or None without both."""
+    from t5x_sbs.experiments import stats
+    import numpy as np
+
+    by = {m: np.array([r["test_correct"] for r in rows if r["method"] == m]) for m in (a, b)}
+    if not all(len(v) for v in by.values()):
+        return None
+    return stats.paired_bootstrap(by[a], by[b])
+
+
 def run(args) -> int:
     start = time.time()
+    apply_quick(args)
     os.makedirs(args.out_dir, exist_ok=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for method in methods:
         tables.check_method(method)
     runner.enable_compilation_cache(os.path.join(args.out_dir, "jax_cache"))
     data_dir = prepare_data(args)
     store = annotate(args, data_dir)
     bindings = register(args, data_dir, store)
-    spm_path = vocabulary(args, data_dir, store)
-    _say(f"[3/5] training {len(methods)} students ({args.model_gin}, {args.train_steps} steps, batch {args.batch_size})")
-    rows = [train_and_score(args, method, spm_path, data_dir, bindings) for method in methods]
-    best = max(rows, key=lambda r: (r["val_accuracy"], r["test_accuracy"]))
+    spm_path = args.spm_path or (None if args.pretrain_steps > 0 and not args.initial_checkpoint
+                                 else vocabulary(args, data_dir, store))
+    student = pretrained_student(args, data_dir, spm_path)
+    spm_path = student["spm_path"]
+    _say(f"[3/5] training {len(methods)} students x {len(seeds)} seeds ({args.model_gin}, at most {args.train_steps} "
+         f"steps, early stopping patience {args.early_stopping_patience}, batch {args.batch_size})")
+    rows = [train_and_score(args, method, seed, spm_path, data_dir, bindings, student)
+            for method in methods for seed in seeds]
+    best = max(rows, key=lambda r: r["val_accuracy"])  # selected on validation only
     answer = export_and_answer(args, best, spm_path, data_dir)
-    write_outputs(args, rows, answer, store, data_dir)
+    write_outputs(args, rows, answer, store, data_dir, compare(rows))
     _say(f"demo finished in {time.time() - start:.0f} s")
     return 0
 

@@ -8,7 +8,9 @@ accuracy and test is evaluated at it (MODEL_DIR/test_results.json).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ class TrainSpec:
     loss_mode: str = "mixture"
     initial_checkpoint: str = ""
     vocab_size: int | None = None      # None: from the SentencePiece model, padded to 128
+    early_stopping_patience: int | None = None  # decode evaluations without a better validation metric
     bindings: tuple[str, ...] = ()
 
     @property
@@ -83,6 +86,7 @@ def gin_bindings(spec: TrainSpec) -> list[str]:
         f"LEARNING_RATE = {spec.learning_rate}",
         f"T5Config.vocab_size = {vocab}",
         f"INITIAL_CHECKPOINT_PATH = {json.dumps(spec.initial_checkpoint) if spec.initial_checkpoint else None}",
+        f"EARLY_STOPPING_PATIENCE = {spec.early_stopping_patience}",
     ]
     if spec.data_dir:
         out.append(f"DATA_DIR = {json.dumps(spec.data_dir)}")
@@ -98,6 +102,28 @@ def train(spec: TrainSpec) -> dict:
     gin.clear_config()
     main.parse_gin([spec.model_gin, RUN_GIN], gin_bindings(spec), search_paths=[REPO])
     return train_loop.train(train_loop.RunConfig())
+
+
+def test_correctness(spec: TrainSpec) -> list[float]:
+    """Per test question (split order), 1.0 if the validation-selected checkpoint answers it
+    right from the label prefix, else 0.0: the trainer's `infer` run mode, scored one question
+    at a time by the task's own seqio metric. For paired tests across methods and seeds."""
+    import gin
+
+    from t5x_sbs import evaluation, main
+
+    path = os.path.join(spec.model_dir, "predictions_test.jsonl")
+    gin.clear_config()
+    main.parse_gin([spec.model_gin, RUN_GIN], gin_bindings(spec) + [
+        "EvalConfig.split = 'test'", f"EvalConfig.output_path = {json.dumps(path)}"], search_paths=[REPO])
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.run_mode("infer")
+    task = evaluation.label_task_name(spec.mixture)
+    metric, _ = evaluation.selection_metric(spec.mixture)
+    with open(path, encoding="utf-8") as f:
+        predictions = [json.loads(line) for line in f]
+    gin.clear_config()
+    return [float(evaluation.decode_metrics(task, [p])[metric]) for p in predictions]
 
 
 def best_step_dir(model_dir: str) -> str:
