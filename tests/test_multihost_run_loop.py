@@ -156,8 +156,13 @@ def test_eval_and_infer_on_two_processes_equal_one(runs, shared_data, vocabulary
         assert outputs[2]["accuracy"] == outputs[1]["accuracy"]
         assert outputs[2]["loss"] == pytest.approx(outputs[1]["loss"], rel=1e-5)
     else:
-        test_size = 300  # SVAMP test (../shared/data/MANIFEST.md)
-        assert len(outputs[1]) == test_size and outputs[2] == outputs[1]
+        test_size = 200  # SVAMP test (../shared/data/MANIFEST.md)
+        assert len(outputs[1]) == len(outputs[2]) == test_size
+        for line_two, line_one in zip(outputs[2], outputs[1]):  # the same examples, in input order
+            two, one = json.loads(line_two), json.loads(line_one)
+            assert {k: two[k] for k in ("input", "prediction", "target")} == {
+                k: one[k] for k in ("input", "prediction", "target")}
+            assert two["score"] == pytest.approx(one["score"], rel=1e-5)  # the batch split differs
 
 
 @pytest.mark.parametrize("preset", ["fsdp", "fsdp_tp"])
