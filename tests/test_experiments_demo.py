@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
-from t5x_sbs import cli
+from t5x_sbs import checkpoints, cli
 from t5x_sbs.experiments import sweep, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,9 +29,17 @@ TINY = ["--train_size", "96", "--eval_size", "24", "--train_steps", "4", "--eval
         "--batch_size", "8", "--vocab_size", "200", "--inputs_length", "128", "--targets_length", "32"]
 
 
-def test_demo_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert cli.main(["demo", "--out_dir", str(out), *TINY]) == 0
+def test_demo_end_to_end(tmp_path, capsys, caplog):
+    """Pretrained student (span corruption on the task's text, 4 steps), 2 methods x 2 seeds to
+    early stopping (patience 1: a student that does not improve stops before its 6 steps)."""
+    from t5x_sbs.experiments import pretrained
+
+    out, pretrain_dir = tmp_path / "demo", tmp_path / "pretrained"
+    caplog.set_level(logging.INFO, logger="t5x_sbs.train_loop")
+    argv = ["demo", "--out_dir", str(out), *TINY, "--train_steps", "6", "--seeds", "0,1", "--pretrain_steps", "4",
+            "--pretrain_corpus", "task", "--pretrain_dir", str(pretrain_dir), "--early_stopping_patience", "1",
+            "--methods", "standard_finetune,sbs_teacher"]  # standard_distill: the svamp test below
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in printed
@@ -39,22 +47,40 @@ def test_demo_end_to_end(tmp_path, capsys):
     ledger = json.loads((out / "teacher" / "ledger.json").read_text())
     assert ledger["records"] == 96 + 24 + 14 and ledger["statuses"] == {"ok": 134}
     assert 0.6 <= ledger["label_accuracy"] <= 0.95
-    # three students, each trained by the trainer and scored at its validation-selected step
+    # one pretrained student (its own MODEL_DIR and vocabulary); every student started from it
+    (home,) = pretrain_dir.iterdir()
+    assert (home / "spiece.model").is_file() and 4 in checkpoints.complete_steps(home / "model")
+    starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised from")]
+    assert starts == [f"initialised from {home / 'model'}"] * 4
+    # two methods x two seeds, each trained by the trainer and scored at its validation-selected step
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["standard_finetune", "standard_distill", "sbs_teacher"]
+    assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for m in ("standard_finetune", "sbs_teacher")
+                                                        for s in ("0", "1")]
     for row in rows:
-        assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and int(row["best_step"]) in (2, 4)
-        results = json.loads((out / "models" / row["method"] / "test_results.json").read_text())
+        assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and int(row["best_step"]) <= int(row["steps_run"]) <= 6
+        results = json.loads((out / "models" / f"{row['method']}_seed{row['seed']}" / "test_results.json").read_text())
         assert results["test"]["accuracy"] == pytest.approx(float(row["test_accuracy"]))
+    assert any(int(r["steps_run"]) < 6 for r in rows)  # early stopping ended some run
+    summary = json.loads((out / "results.json").read_text())
+    for row in summary["rows"]:  # per-question correctness of the test split, matching the accuracy
+        assert len(row["test_correct"]) == 24 and np.mean(row["test_correct"]) == pytest.approx(row["test_accuracy"])
+    diff = summary["sbs_minus_finetune"]
+    assert diff["questions"] == 24 and diff["seeds"] == [2, 2] and 0.0 <= diff["p_value"] <= 1.0
+    assert diff["low"] <= diff["difference"] <= diff["high"]
     md = (out / "results.md").read_text()
-    assert "| Distilling step-by-step (teacher labels + rationales) |" in md
+    assert "| Distilling step-by-step (teacher labels + rationales) |" in md and "paired bootstrap" in md
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     # the best student was exported to HF format and answered through transformers
-    summary = json.loads((out / "results.json").read_text())
     answer = summary["hf_answer"]
     assert answer["question"].startswith("predict: ") and isinstance(answer["answer"], str)
     assert {"config.json", "model.safetensors", "spiece.model"} <= set(os.listdir(out / "hf_student"))
+    # a later run with the same settings reuses the pretrained student (no training: same corpus, same key)
+    spec = pretrained.PretrainSpec(root=str(pretrain_dir), model_gin="configs/demo_student.gin", steps=4,
+                                   inputs_length=128, vocab_size=200)
+    corpus = (home / "corpus.txt").read_text().splitlines()
+    again = pretrained.pretrain(spec, corpus, say=lambda _: pytest.fail("pretrained again"))
+    assert again.reused and again.model_dir == str(home / "model")
 
 
 def test_mini_sweep_resumes(tmp_path, capsys):
@@ -166,7 +192,7 @@ def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypa
         argv = ["demo", "--out_dir", str(out), "--dataset", "svamp", "--data_dir", str(shared_data),
                 "--teacher", "gemini:gemini-2.5-flash", "--teacher_args", teacher_args,
                 "--initial_checkpoint", hf_dir, "--model_gin", model_gin, "--spm_path", spm_path,
-                "--train_steps", "4", "--eval_every", "2", "--batch_size", "8",
+                "--train_steps", "4", "--eval_every", "2", "--batch_size", "8", "--seeds", "0",
                 "--inputs_length", "96", "--targets_length", "24"]
         assert cli.main(argv) == 0
     printed = capsys.readouterr().out
