@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
     add("--spm_path", default="", help="SentencePiece model (default: trained on the task text)")
     add("--vocab_size", type=int, default=400)
-    add("--train_steps", type=int, default=600)
+    add("--train_steps", type=int, default=1000, help="at most this many steps per student (early stopping ends most sooner)")
     add("--batch_size", type=int, default=16)
-    add("--eval_every", type=int, default=300)
+    add("--eval_every", type=int, default=150, help="validation decode (and checkpoint) interval")
     add("--learning_rate", type=float, default=5e-3)
     add("--rationale_weight", type=float, default=1.0)
     add("--inputs_length", type=int, default=128)
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--train_size", type=int, default=arith.DEFAULT_SIZES["train"])
     add("--eval_size", type=int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
     add("--seeds", default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
-    add("--early_stopping_patience", type=int, default=3,
+    add("--early_stopping_patience", type=int, default=2,
         help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
     add("--pretrain_steps", type=int, default=600, help="span-corruption steps of the student (0: from scratch)")
     add("--pretrain_batch_size", type=int, default=32)
@@ -65,13 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
     add("--pretrain_dir", default="runs/pretrained", help="pretrained students, one per settings hash (reused)")
     add("--quick", action="store_true", help=(
-        "a smaller version (~5 min): 600 train / 200 test problems, students of at most 200 steps "
+        "a smaller version: 600 train / 200 test problems, students of at most 300 steps "
         "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
         "../shared/data corpus); still 3 seeds. Gives up: data, training length and the general corpus, "
         "so the CIs are wider and the pretrained student knows less"))
 
 
-QUICK = {"train_size": 600, "eval_size": 200, "train_steps": 200, "eval_every": 50, "early_stopping_patience": 2,
+QUICK = {"train_size": 600, "eval_size": 200, "train_steps": 300, "eval_every": 50, "early_stopping_patience": 2,
          "pretrain_steps": 200, "pretrain_corpus": "task"}
 
 
