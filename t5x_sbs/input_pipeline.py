@@ -256,8 +256,8 @@ def train_batches(name: str, feature_lengths: Mapping[str, int], global_batch_si
 
 
 class Prefetcher(Iterator):
-    """Calls `produce` (e.g. next batch -> device arrays, with the input state after it) on a
-    background thread, `depth` items ahead; an exception there is raised by `next`."""
+    """Calls `produce` (e.g. the next host batch with the input state after it: numpy only, no JAX
+    calls) on a background thread, `depth` items ahead; an exception there is raised by `next`."""
 
     def __init__(self, produce, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -286,7 +286,9 @@ class Prefetcher(Iterator):
         return item
 
     def close(self) -> None:
+        """Stops the thread and waits for it, so nothing it runs outlives the loop that used it."""
         self._stop.set()
+        self._thread.join(timeout=60)
 
 
 # ----------------------------------------------------------------------------- evaluation

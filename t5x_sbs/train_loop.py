@@ -345,13 +345,14 @@ def train(run: RunConfig, **build_overrides) -> dict:
                            peak_flops_per_device=run.peak_flops_per_device, total_steps=run.train_steps, initial_step=step)
     evaluator = _Evaluator(run, trainer, part, manager, logger)
     lagged, finished = _LaggedMetrics(run, manager, logger), step >= run.train_steps
-    # The next batches are built and placed on the devices while the current step runs.
-    prefetch = input_pipeline.Prefetcher(lambda: (part.global_batch(next(batches)), batches.state()))
+    # The next host batches are built on a thread while the current step runs; every JAX call
+    # (placing them on the devices included) stays on the main thread.
+    prefetch = input_pipeline.Prefetcher(lambda: (next(batches), batches.state()))
     try:
         with checkpoints.PreemptionGuard() as guard, part.activation_context():
             while step < run.train_steps:
-                device_batch, data_state = next(prefetch)
-                state, metrics = trainer.train_step(state, device_batch, trainer.base_rng)
+                host_batch, data_state = next(prefetch)
+                state, metrics = trainer.train_step(state, part.global_batch(host_batch), trainer.base_rng)
                 step += 1
                 lagged.push(step, metrics)
                 preempted = guard.should_stop(step)
