@@ -21,7 +21,8 @@ DEMO_MACROS = RUN_MACROS + ["TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 32
                             "DATA_FRACTION = 1.0", "SEED = 3", "EVAL_EVERY = 5", "LEARNING_RATE = 1e-3"]
 # run file -> (λ, loss mode) it must configure
 RUNS = {"finetune": (0.0, "mixture"), "distill": (0.0, "mixture"), "sbs": (1.0, "mixture"),
-        "eval": (0.0, "mixture"), "infer": (0.0, "mixture"), "demo": (0.5, "paired")}
+        "eval": (0.0, "mixture"), "infer": (0.0, "mixture"), "demo": (0.5, "paired"),
+        "pretrain": (0.0, "mixture")}
 
 
 def gin_files(folder):
