@@ -195,13 +195,13 @@ class TrainBatches(Iterator[dict]):
         rows: tuple = ([], [], (0, 0))
         while True:
             before = dataclasses.replace(state, counts=list(state.counts))
-            trial = rows
-            for ref in self._draw(state):
+            trial, unit = rows, self._draw(state)
+            for ref in unit:
                 trial = self._place(trial, ref)
             if len(trial[0]) + bool(trial[1]) > self.global_batch_size:
                 if not rows[0] and not rows[1]:
                     raise ValueError(f"BATCH_SIZE={self.global_batch_size} rows cannot hold one example's "
-                                     f"{len(self._draw(before))} rows (paired task, unpacked): raise BATCH_SIZE")
+                                     f"{len(unit)} rows (paired task, unpacked): raise BATCH_SIZE")
                 state = before
                 break
             rows = trial
@@ -292,15 +292,14 @@ class Prefetcher(Iterator):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def dataset(name: str, split: str, feature_lengths: Mapping[str, int], *, pack: bool = False, shuffle: bool = False,
-            seed: int | None = None, repeat: bool = False):
-    """A task or mixture's split through the feature converter, read whole by every process."""
+def _eval_dataset(name: str, split: str, feature_lengths: Mapping[str, int]):
+    """A task or mixture's split, unpacked and in order, through the feature converter; read whole by
+    every process (no ShardInfo)."""
     import tasks  # noqa: F401  registers every task and mixture
 
     return seqio.get_dataset(
-        name, task_feature_lengths=dict(feature_lengths), dataset_split=split, shuffle=shuffle,
-        num_epochs=None if repeat else 1, feature_converter=TaskAwareEncDecFeatureConverter(pack=pack),
-        shard_info=None, seed=seed, use_cached=False,
+        name, task_feature_lengths=dict(feature_lengths), dataset_split=split, shuffle=False, num_epochs=1,
+        feature_converter=TaskAwareEncDecFeatureConverter(pack=False), shard_info=None, use_cached=False,
     )
 
 
@@ -309,7 +308,7 @@ def eval_batches(name: str, split: str, feature_lengths: Mapping[str, int], glob
     """The split as *global* padded batches in input order, the same on every process (the last
     padded with all-zero rows, which carry zero task ids and so add nothing to any sum).
     `Partitioner.shard_global_batch` places each process's part on its devices."""
-    ds = dataset(name, split, feature_lengths).batch(global_batch_size)
+    ds = _eval_dataset(name, split, feature_lengths).batch(global_batch_size)
     out = []
     for batch in ds.as_numpy_iterator():
         out.append(pad_rows(batch, global_batch_size))
