@@ -54,13 +54,14 @@ class RunConfig:
     # Stop after this many in-training inference evaluations without a better validation metric.
     early_stopping_patience: int | None = None
     use_cached: bool = False  # read the tasks' SeqIO cache (seqio cache_tasks_main) for training
+    prefetch_batches: int = 2  # host batches built ahead on a thread; 0: on the main thread (benchmarks)
 
     def __post_init__(self):
         """Bad numbers fail when the config is built, before any work (names the gin macro)."""
         checks = (("train_steps", "TRAIN_STEPS", 1), ("batch_size", "BATCH_SIZE", 1), ("num_microbatches", None, 1),
                   ("log_every", None, 1), ("eval_batches", None, 1), ("keep_checkpoints", None, 1),
                   ("eval_every", "EVAL_EVERY", 1), ("infer_eval_every", None, 1), ("checkpoint_every", None, 1),
-                  ("test_batches", None, 1))
+                  ("test_batches", None, 1), ("prefetch_batches", None, 0))
         for field, macro, least in checks:
             value = getattr(self, field)
             if value is None and field not in ("train_steps", "batch_size", "num_microbatches", "log_every"):
@@ -347,11 +348,12 @@ def train(run: RunConfig, **build_overrides) -> dict:
     lagged, finished = _LaggedMetrics(run, manager, logger), step >= run.train_steps
     # The next host batches are built on a thread while the current step runs; every JAX call
     # (placing them on the devices included) stays on the main thread.
-    prefetch = input_pipeline.Prefetcher(lambda: (next(batches), batches.state()))
+    produce = lambda: (next(batches), batches.state())  # noqa: E731
+    prefetch = input_pipeline.Prefetcher(produce, run.prefetch_batches) if run.prefetch_batches else None
     try:
         with checkpoints.PreemptionGuard() as guard, part.activation_context():
             while step < run.train_steps:
-                host_batch, data_state = next(prefetch)
+                host_batch, data_state = next(prefetch) if prefetch else produce()
                 state, metrics = trainer.train_step(state, part.global_batch(host_batch), trainer.base_rng)
                 step += 1
                 lagged.push(step, metrics)
@@ -368,7 +370,8 @@ def train(run: RunConfig, **build_overrides) -> dict:
                     break
             lagged.flush()
     finally:
-        prefetch.close()
+        if prefetch:
+            prefetch.close()
     manager.wait_until_finished()
     if finished:
         evaluator.final_test()
