@@ -105,6 +105,16 @@ def predict(trainer, part, params, batches, vocabulary, max_decode_length: int) 
     return out
 
 
+def with_gold_targets(predictions: list[dict], task_name: str, split: str, max_rows: int | None) -> list[dict]:
+    """Predictions whose `target` is the task's target text (not the decoded target tokens)."""
+    texts = input_pipeline.eval_target_texts(task_name, split, max_rows=max_rows) if predictions else None
+    if texts is None:
+        return predictions
+    if len(texts) != len(predictions):
+        raise RuntimeError(f"{task_name} {split}: {len(texts)} target texts for {len(predictions)} predictions")
+    return [{**p, "target": text} for p, text in zip(predictions, texts)]
+
+
 def decode_metrics(task_name: str, predictions: list[dict]) -> dict[str, float]:
     """The task's seqio metric functions on decoded strings (postprocessed as the task says)."""
     task = seqio.get_mixture_or_task(task_name)
@@ -126,6 +136,7 @@ def split_scores(trainer, part, params, mixture: str, split: str, lengths, batch
             batches = eval_batches(task, split, lengths, batch_size, max_batches)
             vocab = seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
             preds = predict(trainer, part, params, batches, vocab, lengths["targets"])
+            preds = with_gold_targets(preds, task, split, max_batches and max_batches * batch_size)
             scores.update(decode_metrics(task, preds))
     return scores
 
@@ -209,6 +220,8 @@ def run_mode(mode: str) -> int:
         else:
             batches = eval_batches(task, cfg.split, run.task_feature_lengths, run.batch_size, cfg.max_batches)
         preds = predict(trainer, part, params, batches, vocab, run.task_feature_lengths["targets"])
+        if not cfg.input_file:
+            preds = with_gold_targets(preds, task, cfg.split, cfg.max_batches and cfg.max_batches * run.batch_size)
         name = "input" if cfg.input_file else cfg.split
         path = cfg.output_path or os.path.join(run.model_dir, f"predictions_{name}.jsonl")
         if jax.process_index() == 0:

@@ -21,6 +21,7 @@ are gathered back in that order, so every process scores every example.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
 from typing import Iterator, Mapping
@@ -35,6 +36,7 @@ from t5x_sbs.names import LABEL_TASK_ID
 LOSS_MODES = ("paired", "mixture")
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def training_task_name(mixture_or_task_name: str, loss_mode: str) -> str:
@@ -83,8 +85,21 @@ def read_task_rows(task: seqio.Task, feature_lengths: Mapping[str, int], *, use_
         ids.append(row.get("id", len(ids)))
     if not inputs:
         raise ValueError(f"task {task.name} has no train rows")
+    _warn_unknown_pieces(task, targets)
     starts = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
     return TaskRows(task.name, inputs, targets, np.asarray(task_ids, np.int32), np.asarray(starts))
+
+
+def _warn_unknown_pieces(task: seqio.Task, targets: list[np.ndarray]) -> int:
+    """Counts (and logs) train targets the vocabulary cannot spell: they hold its unknown piece, so
+    the model learns to answer "unknown" (a vocabulary trained on text without some digit, say)."""
+    unk = getattr(task.output_features["targets"].vocabulary, "unk_id", None)
+    bad = [i for i, t in enumerate(targets) if unk is not None and (t == unk).any()]
+    if bad:
+        log.warning("%s: %d of %d train targets hold the vocabulary's unknown piece (first: row %d); "
+                    "train the vocabulary on text with every character of the targets", task.name,
+                    len(bad), len(targets), bad[0])
+    return len(bad)
 
 
 def _tasks_and_rates(name: str) -> tuple[list[seqio.Task], np.ndarray]:
@@ -315,6 +330,22 @@ def eval_batches(name: str, split: str, feature_lengths: Mapping[str, int], glob
         if max_batches is not None and len(out) >= max_batches:
             break
     return out
+
+
+def eval_target_texts(name: str, split: str, *, max_rows: int | None = None) -> list[str] | None:
+    """The split's targets as text before tokenization (`targets_pretokenized`), in the order of
+    eval_batches, or None when the task keeps none. Metrics compare predictions with these, as
+    seqio's Evaluator does: a target the vocabulary cannot spell (it decodes to the unknown piece,
+    as a wrong prediction may) or one cut at the target length never counts as matched."""
+    import tasks  # noqa: F401  registers every task and mixture
+
+    ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split=split, shuffle=False,
+                                                      num_epochs=1, use_cached=False)
+    if "targets_pretokenized" not in ds.element_spec:
+        return None
+    if max_rows is not None:
+        ds = ds.take(max_rows)
+    return [t.decode("utf-8") for t in ds.map(lambda ex: ex["targets_pretokenized"]).as_numpy_iterator()]
 
 
 def pad_rows(batch: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:

@@ -15,10 +15,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import string
 
 from t5x_sbs.experiments import runner
 
 EXTRA_IDS = 100
+# Characters every pretrained vocabulary holds as pieces, whether or not the corpus has them: a
+# downstream label such as "7" must never encode to the unknown piece (the task's inputs may
+# happen to hold only the digits 1-6). Changing it changes every settings key.
+REQUIRED_CHARACTERS = string.digits + string.ascii_letters + string.punctuation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +62,8 @@ def key(spec: PretrainSpec, corpus_sha: str) -> str:
     from t5x_sbs.experiments.sweep import _gin_sha256
 
     settings = {**dataclasses.asdict(spec), "root": None, "model_gin": _gin_sha256(spec.model_gin),
-                "run_gin": _gin_sha256(os.path.join("gin", "runs", "pretrain.gin")), "corpus": corpus_sha}
+                "run_gin": _gin_sha256(os.path.join("gin", "runs", "pretrain.gin")), "corpus": corpus_sha,
+                "required_characters": REQUIRED_CHARACTERS}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -68,13 +74,21 @@ def vocab_rows(spm_path: str) -> int:
     return -(-(pieces + EXTRA_IDS) // 128) * 128
 
 
+def train_vocabulary(documents: list[str], spm_path: str, vocab_size: int) -> str:
+    """Unigram SentencePiece on the corpus, the task prefixes and REQUIRED_CHARACTERS."""
+    from t5x_sbs.data.vocab import train_sentencepiece
+    from tasks import config as task_config
+
+    prefixes = " ".join(task_config.prefixes().values())
+    coverage = " ".join(REQUIRED_CHARACTERS)
+    return train_sentencepiece(documents + [prefixes] * 20 + [coverage] * 5, spm_path, vocab_size)
+
+
 def pretrain(spec: PretrainSpec, documents: list[str], say=print) -> Pretrained:
     """Pretrains (or resumes, or reuses) the student; returns where it is."""
     import gin
 
     from t5x_sbs import checkpoints, main, train_loop
-    from t5x_sbs.data.vocab import train_sentencepiece
-    from tasks import config as task_config
 
     text = "".join(d.replace("\n", " ") + "\n" for d in documents)
     home = os.path.join(spec.root, key(spec, hashlib.sha256(text.encode()).hexdigest()))
@@ -85,8 +99,7 @@ def pretrain(spec: PretrainSpec, documents: list[str], say=print) -> Pretrained:
         with open(corpus, "w", encoding="utf-8") as f:
             f.write(text)
         if not os.path.isfile(spm_path):
-            prefixes = " ".join(task_config.prefixes().values())
-            train_sentencepiece(documents + [prefixes] * 20, spm_path, spec.vocab_size)
+            train_vocabulary(documents, spm_path, spec.vocab_size)
         rows = vocab_rows(spm_path)
         say(f"      pretraining the student: {spec.steps} steps of span corruption on {len(documents)} documents -> {model_dir}")
         bindings = [f"MODEL_DIR = {json.dumps(model_dir)}", f"TRAIN_STEPS = {spec.steps}", f"BATCH_SIZE = {spec.batch_size}",
