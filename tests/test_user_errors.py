@@ -32,12 +32,32 @@ def bad(tmp_path):
     files["safetensors"].mkdir()
     (files["safetensors"] / "config.json").write_text(json.dumps({"d_model": 8}))
     (files["safetensors"] / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    files["truncated"] = _truncated_hf_dir(tmp_path / "hf_truncated", sharded=False)
+    files["truncated_shard"] = _truncated_hf_dir(tmp_path / "hf_sharded", sharded=True)
     files["ckpt"] = tmp_path / "model_dir"
     (files["ckpt"] / "3" / "state").mkdir(parents=True)
     fake_gemini.write_cqa_dataset(str(tmp_path / "data"), 3)
     files["data"] = tmp_path / "data"
     files["tmp"] = tmp_path
     return files
+
+
+def _truncated_hf_dir(directory, sharded: bool):
+    """A real safetensors file cut short (a download stopped early), alone or as a listed shard."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"d_model": 8}))
+    name = "model-00001-of-00001.safetensors" if sharded else "model.safetensors"
+    tensors = {"shared.weight": np.ones((16, 8), np.float32), "lm_head.weight": np.ones((16, 8), np.float32)}
+    save_file(tensors, str(directory / name))
+    data = (directory / name).read_bytes()
+    (directory / name).write_bytes(data[: len(data) - 100])
+    if sharded:
+        index = {"weight_map": {k: name for k in tensors}}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    return directory
 
 
 CASES = {
@@ -61,7 +81,14 @@ CASES = {
                                       "--teacher", "scripted:arith", "--out", str(f["tmp"] / "o.jsonl")],
                            "unknown dataset 'nosuch'"),
     "convert_bad_safetensors": (lambda f: ["convert", "--from", f"hf:{f['safetensors']}", "--to", "ours",
-                                           "--out", str(f["tmp"] / "out")], "SafetensorError: Error while deserializing header"),
+                                           "--out", str(f["tmp"] / "out")],
+                                "hf/model.safetensors: not a readable safetensors file (Error while deserializing header"),
+    "convert_truncated_safetensors": (lambda f: ["convert", "--from", f"hf:{f['truncated']}", "--to", "ours",
+                                                 "--out", str(f["tmp"] / "out")],
+                                      "hf_truncated/model.safetensors: not a readable safetensors file"),
+    "convert_truncated_shard": (lambda f: ["convert", "--from", f"hf:{f['truncated_shard']}", "--to", "ours",
+                                           "--out", str(f["tmp"] / "out")],
+                                "hf_sharded/model-00001-of-00001.safetensors: not a readable safetensors file"),
     "convert_bad_checkpoint": (lambda f: ["convert", "--from", str(f["ckpt"]), "--to", "hf",
                                           "--out", str(f["tmp"] / "out"), "--no-tokenizer"], "model_dir"),
     "sweep_bad_json": (lambda f: ["sweep", "--config", str(f["bad_json"])], "bad.json"),

@@ -20,10 +20,11 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from t5x_sbs.convert.hf_names import HF_ALIASES, TensorRule, hf_config_to_ours, tensor_rules
 from t5x_sbs.models.config import T5Config
+from t5x_sbs.records import InputError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -44,6 +45,14 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
         raise ValueError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from e
 
 
+def open_safetensors(path: pathlib.Path, framework: str):
+    """`safe_open`, with a truncated or garbled file reported by its path (the library names none)."""
+    try:
+        return safe_open(str(path), framework=framework)
+    except SafetensorError as e:
+        raise InputError(path, None, None, f"not a readable safetensors file ({e})") from e
+
+
 def tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     """HF tensor name -> the safetensors file holding it."""
     if (directory / INDEX_FILE).exists():
@@ -59,7 +68,7 @@ def tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     single = directory / SINGLE_FILE
     if not single.exists():
         raise FileNotFoundError(f"{directory}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
-    with safe_open(str(single), framework="np") as f:
+    with open_safetensors(single, "np") as f:
         return {name: single for name in f.keys()}
 
 
@@ -73,9 +82,12 @@ class _TensorReader:
     def __call__(self, name: str) -> np.ndarray:
         file = self.files[name]
         if file not in self._handles:
-            self._handles[file] = safe_open(str(file), framework="flax")
+            self._handles[file] = open_safetensors(file, "flax")
         with jax.default_device(jax.devices("cpu")[0]):
-            return np.asarray(self._handles[file].get_tensor(name))
+            try:
+                return np.asarray(self._handles[file].get_tensor(name))
+            except SafetensorError as e:
+                raise InputError(file, None, name, f"tensor not readable ({e})") from e
 
 
 def _has_separate_lm_head(read: _TensorReader) -> bool:
