@@ -58,7 +58,9 @@ def _dispatch(argv: list[str]) -> int:
         return 0 if not argv else 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    sub_parser = argparse.ArgumentParser(prog=f"t5x-sbs {name}", description=SUBCOMMANDS[name][1])
+    from t5x_sbs.user_errors import OneLineArgumentParser
+
+    sub_parser = OneLineArgumentParser(prog=f"t5x-sbs {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
     return int(module.run(sub_parser.parse_args(rest)) or 0)
 

@@ -7,7 +7,9 @@ the exception propagates with its traceback (for bug reports).
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import sys
 from typing import Callable
@@ -68,3 +70,60 @@ def report_errors(prog: str, fn: Callable[[], int | None], *, debug: bool = Fals
             raise
         print(f"{prog}: {describe(e)}  (--debug shows the traceback)", file=sys.stderr)
         return 2
+
+
+# ----------------------------------------------------------------------------- command-line numbers
+# argparse `type=` checkers: a bad number stops the command when it is parsed, before any work.
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse's errors as one line (no usage block): `PROG: error: argument --x: ...`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}  (--help lists the arguments)\n")
+
+
+def _integer(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _number(text: str, *, strictly_positive: bool) -> float:
+    bound = "> 0" if strictly_positive else ">= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (strictly_positive and value == 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, strictly_positive=True)
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, strictly_positive=False)
+
+
+def int_list(text: str) -> str:
+    """A comma-separated list of distinct integers >= 0 (e.g. seeds), returned as `a,b,c`."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(item.isascii() and item.isdigit() for item in items):
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}")
+    values = [int(item) for item in items]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"lists a value twice: {text!r}")
+    return ",".join(str(v) for v in values)

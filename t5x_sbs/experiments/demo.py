@@ -29,6 +29,7 @@ import sys
 import time
 
 from t5x_sbs.experiments import arith, runner, tables
+from t5x_sbs.user_errors import int_list, non_negative_float, non_negative_int, positive_float, positive_int
 
 DEMO_METHODS = ("standard_finetune", "standard_distill", "sbs_teacher")
 SPLITS = ("train", "validation", "test")
@@ -45,22 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model_gin", default="configs/demo_student.gin")
     add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
     add("--spm_path", default="", help="SentencePiece model (default: trained on the task text)")
-    add("--vocab_size", type=int, default=400)
-    add("--train_steps", type=int, default=1000, help="at most this many steps per student (early stopping ends most sooner)")
-    add("--batch_size", type=int, default=16)
-    add("--eval_every", type=int, default=150, help="validation decode (and checkpoint) interval")
-    add("--learning_rate", type=float, default=5e-3)
-    add("--rationale_weight", type=float, default=1.0)
-    add("--inputs_length", type=int, default=128)
-    add("--targets_length", type=int, default=32)
+    add("--vocab_size", type=positive_int, default=400)
+    add("--train_steps", type=positive_int, default=1000, help="at most this many steps per student (early stopping ends most sooner)")
+    add("--batch_size", type=positive_int, default=16)
+    add("--eval_every", type=positive_int, default=150, help="validation decode (and checkpoint) interval")
+    add("--learning_rate", type=positive_float, default=5e-3)
+    add("--rationale_weight", type=non_negative_float, default=1.0)
+    add("--inputs_length", type=positive_int, default=128)
+    add("--targets_length", type=positive_int, default=32)
     add("--seed", type=int, default=0)
-    add("--train_size", type=int, default=arith.DEFAULT_SIZES["train"])
-    add("--eval_size", type=int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
-    add("--seeds", default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
-    add("--early_stopping_patience", type=int, default=2,
+    add("--train_size", type=positive_int, default=arith.DEFAULT_SIZES["train"])
+    add("--eval_size", type=positive_int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
+    add("--seeds", type=int_list, default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
+    add("--early_stopping_patience", type=positive_int, default=2,
         help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
-    add("--pretrain_steps", type=int, default=600, help="span-corruption steps of the student (0: from scratch)")
-    add("--pretrain_batch_size", type=int, default=32)
+    add("--pretrain_steps", type=non_negative_int, default=600, help="span-corruption steps of the student (0: from scratch)")
+    add("--pretrain_batch_size", type=positive_int, default=32)
     add("--pretrain_corpus", choices=("shared", "task"), default="shared",
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
     add("--pretrain_dir", default="runs/pretrained", help="pretrained students, one per settings hash (reused)")

@@ -1,0 +1,44 @@
+"""`t5x-sbs demo` rejects bad numbers when its arguments are parsed: one line, exit 2, before any
+work (the demo's first act is to create --out_dir, so its absence shows nothing ran)."""
+from __future__ import annotations
+
+import pytest
+
+from t5x_sbs.cli import main
+
+BAD = {
+    "zero_steps": (["--train_steps", "0"], "argument --train_steps: must be an integer >= 1, got 0"),
+    "negative_steps": (["--train_steps", "-3"], "argument --train_steps: must be an integer >= 1, got -3"),
+    "word_steps": (["--train_steps", "many"], "argument --train_steps: must be an integer >= 1, got 'many'"),
+    "zero_batch": (["--batch_size", "0"], "argument --batch_size: must be an integer >= 1, got 0"),
+    "zero_eval_every": (["--eval_every", "0"], "argument --eval_every: must be an integer >= 1, got 0"),
+    "empty_seeds": (["--seeds", ""], "argument --seeds: must be comma-separated integers >= 0, e.g. 0,1,2; got ''"),
+    "bad_seeds": (["--seeds", "0,x"], "argument --seeds: must be comma-separated integers >= 0"),
+    "repeated_seeds": (["--seeds", "1,1"], "argument --seeds: lists a value twice: '1,1'"),
+    "zero_learning_rate": (["--learning_rate", "0"], "argument --learning_rate: must be a finite number > 0, got 0"),
+    "nan_weight": (["--rationale_weight", "nan"], "argument --rationale_weight: must be a finite number >= 0"),
+    "negative_pretrain": (["--pretrain_steps", "-1"], "argument --pretrain_steps: must be an integer >= 0, got -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_demo_bad_number_fails_when_parsed(tmp_path, capsys, case):
+    extra, expected = BAD[case]
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out_dir", str(out), *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("t5x-sbs demo: error: "), err
+    assert expected in err, err
+    assert not out.exists()
+
+
+def test_demo_seeds_are_normalised(tmp_path):
+    from t5x_sbs.experiments import demo
+    from t5x_sbs.user_errors import OneLineArgumentParser
+
+    parser = OneLineArgumentParser()
+    demo.add_arguments(parser)
+    assert parser.parse_args(["--seeds", " 2, 0 ,"]).seeds == "2,0"
+    assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 1000
