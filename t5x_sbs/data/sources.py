@@ -35,6 +35,10 @@ class DataError(InputError):
     """Bad input data; the message names the file, the line and the field."""
 
 
+class NoPalmOutputs(DataError):
+    """A split with no stored PaLM output files at all (not an error for readers that can do without)."""
+
+
 def id_fraction(example_id: str, salt: str = "") -> float:
     """A stable number in [0, 1) per example id: `id_fraction(i) < f` selects a nested subset
     (12.5% ⊂ 25% ⊂ 50% ⊂ 100%). Different salts give independent choices."""
@@ -275,7 +279,7 @@ def palm_output_files(dataset: str, data_dir: str, split: str) -> list[str]:
     while os.path.exists(os.path.join(llm_dir, f"{split}_CoT_{len(files)}.json")):
         files.append(os.path.join(llm_dir, f"{split}_CoT_{len(files)}.json"))
     if not files:
-        raise DataError(os.path.join(llm_dir, f"{split}_CoT_0.json"), None, None, "no stored PaLM outputs")
+        raise NoPalmOutputs(os.path.join(llm_dir, f"{split}_CoT_0.json"), None, None, "no stored PaLM outputs")
     return files
 
 

@@ -10,6 +10,8 @@ pad=0, eos=1, unk=2, no bos.
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
 import io
 import os
 from typing import Iterable
@@ -42,25 +44,56 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int =
     return model_path
 
 
-def dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",),
-                  with_teacher: bool = True) -> list[str]:
-    """Inputs, gold labels and (when stored outputs exist) teacher rationales of a dataset."""
+@dataclasses.dataclass
+class VocabTexts:
+    """The texts a vocabulary is trained on, and the count of those left out, by reason."""
+
+    texts: list[str] = dataclasses.field(default_factory=list)
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    notes: list[str] = dataclasses.field(default_factory=list)  # whole sources left out, and why
+
+    def add(self, text: str | None, reason_if_blank: str) -> None:
+        if text and text.strip():
+            self.texts.append(text)
+        else:
+            self.skipped[reason_if_blank] += 1
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return "none skipped"
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        return f"skipped {sum(self.skipped.values())} texts: {reasons}"
+
+
+def collect_dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",),
+                          with_teacher: bool = True) -> VocabTexts:
+    """Inputs, gold labels and (when stored outputs exist) teacher rationales of a dataset, with
+    every blank text counted by reason and every split without teacher outputs noted."""
     from t5x_sbs.data import sources
 
-    texts: list[str] = []
+    collected = VocabTexts()
     for split in splits:
         for example in sources.load_examples(dataset, data_dir, split):
-            texts.extend(part for part in example.text.split(sources.NLI_SEPARATOR))
-            texts.append(example.gold or "")
+            for part in example.text.split(sources.NLI_SEPARATOR):
+                collected.add(part, "empty input texts")
+            collected.add(example.gold, "empty gold labels")
         if with_teacher:
             try:
                 outputs = sources.load_palm_teacher(dataset, data_dir, split)
-            except sources.DataError:
+            except sources.NoPalmOutputs as e:  # a dataset without them; a broken file still fails
+                collected.notes.append(f"no teacher rationales for {split}: {e}")
                 continue
-            texts.extend(o.parsed.rationale or "" for o in outputs)
+            for output in outputs:
+                collected.add(output.parsed.rationale, f"teacher outputs without a rationale ({output.parsed.status})")
     # The prefixes are part of every input.
-    texts.extend(["predict: explain: [label] [rationale]"] * 10)
-    return texts
+    collected.texts.extend(["predict: explain: [label] [rationale]"] * 10)
+    return collected
+
+
+def dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",),
+                  with_teacher: bool = True) -> list[str]:
+    """The non-blank texts of `collect_dataset_texts`."""
+    return collect_dataset_texts(dataset, data_dir, splits, with_teacher).texts
 
 
 def pretrain_texts(data_dir: str, text_files: list[str] | None = None, jsonl_field: str = "text") -> list[str]:
@@ -102,12 +135,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "pretrain":
-        texts = pretrain_texts(args.data_dir, args.text_files, args.jsonl_field)
+        collected = VocabTexts()
+        for document in pretrain_texts(args.data_dir, args.text_files, args.jsonl_field):
+            collected.add(document, "empty documents")
     else:
-        texts = dataset_texts(args.dataset, args.data_dir, args.splits.split(","))
+        collected = collect_dataset_texts(args.dataset, args.data_dir, args.splits.split(","))
+    for note in collected.notes:
+        print(note)
+    texts = collected.texts
     path = train_sentencepiece(texts, args.output, args.vocab_size)
     size = spm.SentencePieceProcessor(model_file=path).get_piece_size()
-    print(f"wrote {path}: {size} pieces from {len(texts)} texts")
+    print(f"wrote {path}: {size} pieces from {len(texts)} texts; {collected.summary()}")
     if args.extra_ids:
         padded = -(-(size + args.extra_ids) // 128) * 128
         print(f"with {args.extra_ids} extra ids: {size + args.extra_ids} ids; bind T5Config.vocab_size >= "
