@@ -1,4 +1,4 @@
-"""Training metrics: MODEL_DIR/metrics.jsonl, TensorBoard (clu writers), a tqdm bar, tokens/s, MFU.
+"""Training metrics: MODEL_DIR/metrics.jsonl, TensorBoard (clu writers), progress (`progress`), tokens/s, MFU.
 
 MFU = model FLOPs per second / (devices x PEAK_FLOPS_PER_DEVICE), with the 6·N·tokens rule
 applied per stack (an encoder token touches only encoder weights): 6·(N_enc·enc_tokens +
@@ -44,14 +44,15 @@ class MetricsLogger:
 
     def __init__(self, model_dir: str, *, flops_per_step: float, tokens_per_step: int,
                  peak_flops_per_device: float | None, total_steps: int, initial_step: int = 0):
-        from tqdm import tqdm
+        from t5x_sbs.progress import progress
 
         self.primary = jax.process_index() == 0
         self.path = os.path.join(model_dir, "metrics.jsonl")
         self.flops_per_step, self.tokens_per_step = flops_per_step, tokens_per_step
         self.peak = peak_flops_per_device
         self.writer = _writer(model_dir)
-        self.bar = tqdm(total=total_steps, initial=initial_step, disable=not self.primary, desc="train")
+        # a bar on a terminal, a line every T5X_SBS_PROGRESS_SECONDS in a log file
+        self.bar = progress(total_steps, initial=initial_step, disable=not self.primary, desc="train", unit="step")
         self._last = (initial_step, time.perf_counter())
 
     def throughput(self, step: int) -> dict[str, float]:

@@ -16,9 +16,8 @@ import os
 import time
 from typing import Any, Sequence
 
-import tqdm
-
 from t5x_sbs.data.parsing import parse_teacher_output
+from t5x_sbs.progress import progress
 from t5x_sbs.records import USAGE_FIELDS, Example, TeacherRecord
 from t5x_sbs.teacher import ledger
 from t5x_sbs.teacher.backends import TeacherBackend, TeacherRequest, TeacherResponse
@@ -88,7 +87,7 @@ class Runner:
         self.requests = 0
         self.existing: dict = {}
         self.finished: list[TeacherRecord] = []  # kept only for the feedback report
-        self._bar: tqdm.tqdm | None = None
+        self._bar = None  # a tqdm bar on a terminal, else progress lines (`t5x_sbs.progress`)
 
     # -- planning ---------------------------------------------------------------------------
     def key(self, job: Job) -> tuple[str, str, str, int]:
@@ -195,11 +194,11 @@ class Runner:
         self.counts[record.status] += 1
         self.tokens += int(record.usage.get("total", 0))
         self.cost += ledger.record_cost(record)
-        if self._bar is not None:
-            self._bar.update(1)
+        if self._bar is not None:  # postfix first: the update shows it (bar redraw or progress line)
             self._bar.set_postfix(ok=self.counts["ok"], failed=self.counts["failed"],
                                   blocked=self.counts["blocked"], tokens=self.tokens, usd=f"{self.cost:.4f}",
                                   refresh=False)
+            self._bar.update(1)
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while True:
@@ -239,8 +238,8 @@ class Runner:
         self.existing = existing = self.store.load()
         jobs = self.plan(examples, existing)
         started = time.monotonic()
-        self._bar = tqdm.tqdm(total=len(jobs), desc=f"{self.backend.teacher} {self.template.dataset}",
-                              unit="ex", disable=not self.options.progress, mininterval=0.5)
+        self._bar = progress(len(jobs), desc=f"{self.backend.teacher} {self.template.dataset}", unit="ex",
+                             disable=not self.options.progress, mininterval=0.5)
         try:
             if self.options.batch:
                 from t5x_sbs.teacher.batch import run_batch
