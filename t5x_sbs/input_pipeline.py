@@ -33,18 +33,18 @@ import seqio
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.names import LABEL_TASK_ID
 
-LOSS_MODES = ("paired", "mixture")
+LOSS_MODES = ("paired", "mixture", "shared_encoder")  # shared_encoder: t5x_sbs.shared_encoder
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
 log = logging.getLogger(__name__)
 
 
 def training_task_name(mixture_or_task_name: str, loss_mode: str) -> str:
-    """paired: the `{ds}_sbs_{src}_paired` task (label and rationale rows of one example adjacent);
-    mixture: the mixture itself. Standard (label-only) mixtures have no paired form."""
+    """paired and shared_encoder: the `{ds}_sbs_{src}_paired` task (label and rationale rows of one
+    example adjacent); mixture: the mixture itself. Standard (label-only) mixtures have no paired form."""
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"LOSS_MODE={loss_mode!r}: expected one of {LOSS_MODES}")
-    if loss_mode == "paired" and "_sbs_" in mixture_or_task_name and not mixture_or_task_name.endswith("_paired"):
+    if loss_mode != "mixture" and "_sbs_" in mixture_or_task_name and not mixture_or_task_name.endswith("_paired"):
         return mixture_or_task_name + "_paired"
     return mixture_or_task_name
 

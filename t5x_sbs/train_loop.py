@@ -16,7 +16,8 @@ import os
 import gin
 import jax
 
-from t5x_sbs import checkpoints, evaluation, input_pipeline, optimizers, partitioning, trainer as trainer_lib
+from t5x_sbs import (checkpoints, evaluation, input_pipeline, optimizers, partitioning, shared_encoder,
+                     trainer as trainer_lib)
 from t5x_sbs.metrics_logging import MetricsLogger, flops_per_step
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.t5 import Transformer
@@ -37,7 +38,7 @@ class RunConfig:
     task_feature_lengths: dict = dataclasses.field(default_factory=lambda: {"inputs": 256, "targets": 256})
     train_steps: int = 1000
     batch_size: int = 64
-    loss_mode: str = "mixture"  # paired | mixture
+    loss_mode: str = "mixture"  # paired | mixture | shared_encoder (one encoder pass for both targets)
     pack: bool = True
     initial_checkpoint_path: str | None = None
     seed: int = 0
@@ -98,6 +99,8 @@ def build(run: RunConfig, model_config: T5Config | None = None, mesh_config=None
 
 
 def _batch_keys(run: RunConfig) -> list[str]:
+    if run.loss_mode == shared_encoder.LOSS_MODE:
+        return list(shared_encoder.BATCH_KEYS)
     keys = ["encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
             "decoder_task_ids"]
     if run.pack:
@@ -198,9 +201,9 @@ def _train_batches(run: RunConfig, task: str, data_state: dict | None):
     """The training iterator, positioned after the batches a resumed run already consumed. An
     input state from before the index-based pipeline (only a batch count) is replayed."""
     legacy = data_state is not None and "version" not in data_state
-    batches = input_pipeline.train_batches(task, run.task_feature_lengths, run.batch_size, pack=run.pack,
-                                           seed=run.seed, state=None if legacy else data_state,
-                                           use_cached=run.use_cached)
+    make = shared_encoder.train_batches if run.loss_mode == shared_encoder.LOSS_MODE else input_pipeline.train_batches
+    batches = make(task, run.task_feature_lengths, run.batch_size, pack=run.pack, seed=run.seed,
+                   state=None if legacy else data_state, use_cached=run.use_cached)
     if legacy:
         count = int(data_state["batches_consumed"])
         log.warning("checkpoint input state %s has no stream position: replaying %d batches", data_state, count)

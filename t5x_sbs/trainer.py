@@ -35,6 +35,7 @@ MODEL_INPUTS = (
     "decoder_segment_ids",
     "encoder_positions",
     "decoder_positions",
+    "decoder_encoder_segment_ids",  # shared-encoder batches only (t5x_sbs.shared_encoder)
 )
 
 

@@ -166,9 +166,13 @@ class Transformer(nn.Module):
         return self.encoder(encoder_input_tokens, mask, deterministic=not enable_dropout)
 
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-               encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None, *,
-               enable_dropout=True, decode=False, max_decode_length=None):
-        """Decoder logits. `decode=True` runs one cached step per call (see layers.MultiHeadAttention)."""
+               encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None,
+               decoder_encoder_segment_ids=None, *, enable_dropout=True, decode=False, max_decode_length=None):
+        """Decoder logits. `decode=True` runs one cached step per call (see layers.MultiHeadAttention).
+
+        `decoder_encoder_segment_ids` (default: `decoder_segment_ids`) names the encoder segment each
+        target token reads: several decoder segments (a label and a rationale, each attending only
+        to itself) can then share one encoded input (the shared-encoder step-by-step layout)."""
         encoder_valid = encoder_input_tokens > 0
         if decode:
             self_mask = None  # causality comes from the cache fill level
@@ -182,18 +186,20 @@ class Transformer(nn.Module):
                 _pairwise(decoder_valid, decoder_valid),
                 _same_segment(decoder_segment_ids, decoder_segment_ids),
             )
+            reads = decoder_segment_ids if decoder_encoder_segment_ids is None else decoder_encoder_segment_ids
             cross_mask = nn.combine_masks(
-                _pairwise(decoder_valid, encoder_valid), _same_segment(decoder_segment_ids, encoder_segment_ids)
+                _pairwise(decoder_valid, encoder_valid), _same_segment(reads, encoder_segment_ids)
             )
         return self.decoder(encoded, decoder_input_tokens, self_mask, cross_mask, deterministic=not enable_dropout,
                             decode=decode, max_decode_length=max_decode_length)
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
-                 decoder_positions=None, *, enable_dropout=True, decode=False, max_decode_length=None):
+                 decoder_positions=None, decoder_encoder_segment_ids=None, *, enable_dropout=True, decode=False,
+                 max_decode_length=None):
         encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions, enable_dropout=enable_dropout)
         return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-                           encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                           encoder_segment_ids, decoder_segment_ids, decoder_positions, decoder_encoder_segment_ids,
                            enable_dropout=enable_dropout, decode=decode, max_decode_length=max_decode_length)
 
 
