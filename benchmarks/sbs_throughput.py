@@ -130,7 +130,8 @@ def layouts(examples, packed_rows: int, default: dict[str, int], prefix: list[in
     def shape(rows, lengths, what):
         return f"{what} {rows}x({lengths['inputs']}+{lengths['targets']})"
 
-    yield "default lengths", shape(packed_rows, default, "packed"), _common.packed_batches(examples, packed_rows, default)
+    yield ("default lengths", shape(packed_rows, default, "packed"),
+           _common.packed_batches(examples, packed_rows, default))
     two_row = {"inputs": [len(x) for e in examples for x in (e.label_inputs, e.rationale_inputs)],
                "targets": [len(x) for e in examples for x in (e.label_targets, e.rationale_targets)]}
     rows, lengths = sized_from_data(two_row, default, packed_rows)
@@ -138,7 +139,8 @@ def layouts(examples, packed_rows: int, default: dict[str, int], prefix: list[in
     shared = {"inputs": [len(e.label_inputs) for e in examples],
               "targets": [len(e.label_targets) + len(prefix) + len(e.rationale_targets) for e in examples]}
     rows, lengths = sized_from_data(shared, default, packed_rows)
-    yield "shared encoder", shape(rows, lengths, "shared-encoder"), shared_batches(examples, rows, lengths, prefix, count)
+    yield ("shared encoder", shape(rows, lengths, "shared-encoder"),
+           shared_batches(examples, rows, lengths, prefix, count))
 
 
 def shared_batches(examples, rows: int, lengths: dict[str, int], prefix: list[int], count: int) -> list[dict]:

@@ -24,8 +24,8 @@ LENGTHS = (48, 40)
 def _two_row_batch(exs) -> dict[str, np.ndarray]:
     """The standard paired layout: label row and rationale row, each with the (same) input, packed;
     the rationale row's decoder starts with the prefix, which carries no loss (as shared)."""
-    rows = [[(np.int32(inp), np.int32(label), LABEL_TASK_ID), (np.int32(inp), np.int32(PREFIX + rat), RATIONALE_TASK_ID)]
-            for inp, label, rat in exs]
+    rows = [[(np.int32(inp), np.int32(label), LABEL_TASK_ID),
+             (np.int32(inp), np.int32(PREFIX + rat), RATIONALE_TASK_ID)] for inp, label, rat in exs]
     batch = input_pipeline.pack_rows([[x for row in rows for x in row]], LENGTHS, pack=True)
     seg = batch["decoder_segment_ids"]
     prefix = (seg > 0) & (seg % 2 == 0) & (batch["decoder_positions"] < len(PREFIX))
