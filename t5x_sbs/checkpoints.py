@@ -155,6 +155,18 @@ class CheckpointManager:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=self._item_handlers())
         self._save_interval = save_interval_steps
+        if max_to_keep is not None:
+            self._apply_keep()
+
+    def _apply_keep(self) -> None:
+        """Deletes the oldest complete steps beyond `max_to_keep`. Orbax deletes them only on its
+        finalize thread after a save, so a process killed between a save's commit and that
+        deletion left one more, which a rerun that saves nothing (only the final test) kept."""
+        complete, listed = complete_steps(self.directory), set(self._manager.all_steps())
+        for step in complete[: max(0, len(complete) - self._max_to_keep)]:
+            if step in listed:
+                log.info("keep %d: deleting checkpoint step %d under %s", self._max_to_keep, step, self.directory)
+                self._manager.delete(step)
 
     @staticmethod
     def _item_handlers():

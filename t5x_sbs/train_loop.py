@@ -353,6 +353,7 @@ def train(run: RunConfig, **build_overrides) -> dict:
     # (placing them on the devices included) stays on the main thread.
     produce = lambda: (next(batches), batches.state())  # noqa: E731
     prefetch = input_pipeline.Prefetcher(produce, run.prefetch_batches) if run.prefetch_batches else None
+    stop_before_test = False
     try:
         with checkpoints.PreemptionGuard() as guard, part.activation_context():
             while step < run.train_steps:
@@ -372,11 +373,16 @@ def train(run: RunConfig, **build_overrides) -> dict:
                 if finished or preempted:
                     break
             lagged.flush()
+            # Still guarded: Orbax commits the last save, then deletes the steps beyond keep, on
+            # its finalize thread; a SIGTERM killing the process between the two left keep + 1.
+            manager.wait_until_finished()
+            stop_before_test = finished and guard.should_stop(step)
     finally:
         if prefetch:
             prefetch.close()
-    manager.wait_until_finished()
-    if finished:
+    if stop_before_test:  # everything is saved; a rerun resumes at the end and runs only the test
+        log.warning("preempted: step %d saved, final test skipped (a rerun runs it)", step)
+    elif finished:
         evaluator.final_test()
     manager.close()
     logger.close()
