@@ -2,7 +2,7 @@
 
 Layout of a MODEL_DIR (every step directory is an ordinary Orbax composite checkpoint):
 
-    MODEL_DIR/config.json            the model's T5Config (`save_model_config`)
+    MODEL_DIR/config.json            the model's T5Config (`checkpoint_config.save_model_config`)
     MODEL_DIR/spiece.model           its SentencePiece vocabulary, when known (for HF export)
     MODEL_DIR/<step>/state/          the train state pytree; it always has a top-level `params`
     MODEL_DIR/<step>/data_state/     JSON: the input pipeline position (resume)
@@ -17,18 +17,16 @@ previous complete step. Restoring verifies every file's CRC-32 against the commi
 (`checkpoint_integrity`); a step that fails to restore for any reason is reported in one line
 and the previous complete step restores instead. A failed async save raises `CheckpointError`
 naming its step at the next call into the manager (`raise_if_save_failed`, every train step).
+Beside it: `checkpoint_integrity` (commit records, torn steps), `checkpoint_config` (config.json,
+spiece.model), `initial_params` (INITIAL_CHECKPOINT_PATH), `preemption` (SIGTERM -> save and stop).
 """
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import json
 import logging
 import math
 import os
 import pathlib
-import shutil
-import signal
 import threading
 import time
 from typing import Any
@@ -39,46 +37,15 @@ import orbax.checkpoint as ocp
 from t5x_sbs.checkpoint_integrity import (  # noqa: F401  (re-exported: one place for completeness)
     COMMIT_FILE, ORBAX_STEP_METADATA, CheckpointError, complete_steps, incomplete_reason, remove_leftovers,
     set_aside, write_commit_record)
+from t5x_sbs.checkpoint_config import jsonable
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "spiece.model"
 BEST_DIR = "best"
 METRICS_ITEM = "train_metrics"  # Orbax reserves "metrics" for its own best_fn bookkeeping
 
 
-# ----------------------------------------------------------------------------- model config
-def save_model_config(model_dir: str | os.PathLike, config: Any,
-                      vocabulary: str | os.PathLike | None = None) -> pathlib.Path:
-    """Writes a (dataclass) model config as MODEL_DIR/config.json, and copies the SentencePiece
-    model to MODEL_DIR/spiece.model when given (HF export ships it). The trainer calls this once."""
-    model_dir = pathlib.Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if vocabulary is not None:
-        shutil.copyfile(vocabulary, model_dir / VOCAB_FILE)
-    fields = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    fields = {k: _jsonable(v) for k, v in fields.items()}
-    path = model_dir / CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    try:  # numpy / jax dtypes and scalar types
-        import numpy as np
-
-        return np.dtype(value).name
-    except TypeError:
-        return str(value)
-
-
+# ----------------------------------------------------------------------------- manager
 def _metric(value: Any) -> Any:
     """Metric values as JSON: scalars (also 0-d arrays) become floats, strings stay."""
     if isinstance(value, (str, bool)) or value is None:
@@ -86,34 +53,9 @@ def _metric(value: Any) -> Any:
     try:
         return float(value)
     except (TypeError, ValueError):
-        return _jsonable(value)
+        return jsonable(value)
 
 
-def find_model_config(path: str | os.PathLike) -> pathlib.Path:
-    """config.json at `path` or up to three parents (a step dir, best/, best/<step>)."""
-    path = pathlib.Path(path).resolve()
-    for candidate in [path, *list(path.parents)[:3]]:
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate / CONFIG_FILE
-    raise FileNotFoundError(
-        f"no {CONFIG_FILE} at {path} or its parents: the trainer writes it with save_model_config"
-    )
-
-
-def load_model_config(path: str | os.PathLike):
-    """The T5Config saved beside a checkpoint (MODEL_DIR, a step dir or best/)."""
-    from t5x_sbs.models.config import T5Config  # the model package; imported when needed
-
-    file = find_model_config(path)
-    fields = json.loads(file.read_text())
-    known = {f.name for f in dataclasses.fields(T5Config)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"{file}: unknown T5Config field(s) {unknown}")
-    return T5Config(**fields)
-
-
-# ----------------------------------------------------------------------------- manager
 def _params_tree(state: Any) -> Any:
     """The state item always carries a top-level `params`; wrap bare params so it does."""
     if isinstance(state, dict) and "params" in state:
@@ -373,6 +315,7 @@ class CheckpointManager:
         self.close()
 
 
+# ----------------------------------------------------------------------------- step dirs
 def restore_step_dir(step_dir: str | os.PathLike, abstract_state: Any) -> tuple[Any, dict]:
     """Restores one step directory (ours) onto the shardings in `abstract_state`."""
     step_dir = pathlib.Path(step_dir).absolute()
@@ -421,7 +364,6 @@ def read_state_leaf(step_dir: str | os.PathLike, path: tuple[str, ...]):
     return np.asarray(tree)
 
 
-# ----------------------------------------------------------------------------- initial params
 def resolve_step_dir(path: str | os.PathLike) -> pathlib.Path:
     """A step dir as given, or the latest complete step of a MODEL_DIR (or of its best/)."""
     path = pathlib.Path(path).absolute()
@@ -434,74 +376,3 @@ def resolve_step_dir(path: str | os.PathLike) -> pathlib.Path:
     if not steps:
         raise FileNotFoundError(f"{path}: neither a checkpoint step dir nor a dir holding complete steps")
     return path / str(steps[-1])
-
-
-def is_hf_dir(path: str | os.PathLike) -> bool:
-    path = pathlib.Path(path)
-    return (path / "config.json").is_file() and any(
-        (path / name).is_file() for name in
-        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-
-
-def load_initial_params(path: str | os.PathLike, abstract_params: Any, model_config: Any = None) -> Any:
-    """Params for INITIAL_CHECKPOINT_PATH: an HF T5 dir (config.json + weights), one of our
-    MODEL_DIRs (latest complete step), its best/ or a step dir. Only params are read; they are
-    placed on the shardings of `abstract_params` (bare params: token_embedder, encoder, ...).
-    HF weights stream tensor by tensor; with `model_config`, an HF config whose shape-invisible
-    fields (max distance, epsilon, ...) differ from the run's is refused."""
-    path = pathlib.Path(path)
-    if is_hf_dir(path):
-        from t5x_sbs.convert import hf_import
-
-        return hf_import.load_hf_params(path, abstract_params, model_config=model_config)
-    params, _ = restore_step_dir(resolve_step_dir(path), abstract_params)
-    return params
-
-
-# ----------------------------------------------------------------------------- preemption
-class PreemptionGuard:
-    """Within the block, SIGTERM (and SIGINT if asked) sets `.requested` instead of killing the
-    process, so the train loop can save and exit cleanly; previous handlers come back on exit.
-
-    Multi-host: call `should_stop(step)` every step on every host. It all-gathers the flag so all
-    hosts stop at the same step; with `use_jax_sync_point=True` it defers instead to JAX's
-    preemption service (`multihost_utils.reached_preemption_sync_point`, which catches SIGTERM
-    itself when `jax.distributed.initialize` runs with the preemption service enabled).
-    """
-
-    def __init__(self, signals=(signal.SIGTERM,), *, use_jax_sync_point: bool = False):
-        self.signals = tuple(signals)
-        self.use_jax_sync_point = use_jax_sync_point
-        self.requested = False
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):
-        log.warning("received signal %d: will checkpoint and stop", signum)
-        self.requested, self.received = True, signum
-
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("PreemptionGuard outside the main thread: no signal handlers installed")
-            return self
-        if not self.use_jax_sync_point:
-            for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def should_stop(self, step: int) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        if self.use_jax_sync_point:
-            return bool(multihost_utils.reached_preemption_sync_point(int(step)))
-        import numpy as np
-
-        flags = multihost_utils.process_allgather(np.int32(self.requested))
-        return bool(np.asarray(flags).any())

@@ -16,8 +16,8 @@ import os
 import gin
 import jax
 
-from t5x_sbs import (checkpoints, evaluation, input_pipeline, optimizers, partitioning, shared_encoder,
-                     trainer as trainer_lib)
+from t5x_sbs import (checkpoint_config, checkpoints, evaluation, initial_params, input_pipeline, optimizers,
+                     partitioning, preemption, shared_encoder, trainer as trainer_lib)
 from t5x_sbs.metrics_logging import MetricsLogger, flops_per_step
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.t5 import Transformer
@@ -133,7 +133,7 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
         path = task_config.vocabulary_path()
     except ValueError:
         path = None
-    kept = os.path.join(checkpoints_dir or run.model_dir, checkpoints.VOCAB_FILE)
+    kept = os.path.join(checkpoints_dir or run.model_dir, checkpoint_config.VOCAB_FILE)
     initial = vocab_lib.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
     if path is None and os.path.isfile(kept):
         path = kept
@@ -142,7 +142,7 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
         path = initial
         log.info("vocabulary: %s (the initial checkpoint's)", path)
     elif path is None and train_if_missing:
-        path = os.path.join(run.model_dir, checkpoints.VOCAB_FILE)
+        path = os.path.join(run.model_dir, checkpoint_config.VOCAB_FILE)
         rows = model_config.vocab_size - task_config.vocabulary_extra_ids() if model_config else run.auto_vocab_size
         size = min(run.auto_vocab_size, rows)  # the sentinels (extra ids) need rows too
         task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
@@ -190,8 +190,8 @@ def _start_state(run, trainer, manager):
         log.info("resumed from step %d of %s (input state %s)", int(state.step), run.model_dir, data_state)
         return state, data_state or {"batches_consumed": int(state.step)}
     if run.initial_checkpoint_path:
-        params = checkpoints.load_initial_params(run.initial_checkpoint_path, trainer.abstract_state().params,
-                                                 model_config=trainer.model.config)
+        params = initial_params.load_initial_params(run.initial_checkpoint_path, trainer.abstract_state().params,
+                                                    model_config=trainer.model.config)
         log.info("initialised from %s", run.initial_checkpoint_path)
         return trainer.init_state(params), None
     return trainer.init_state(), None
@@ -332,10 +332,10 @@ def train(run: RunConfig, **build_overrides) -> dict:
     os.makedirs(run.model_dir, exist_ok=True)
     model_config, part, trainer = build(run, **build_overrides)
     spm = resolve_vocabulary(run, model_config, train_if_missing=True)
-    kept_vocab = os.path.join(run.model_dir, checkpoints.VOCAB_FILE)
+    kept_vocab = os.path.join(run.model_dir, checkpoint_config.VOCAB_FILE)
     same = os.path.exists(kept_vocab) and os.path.samefile(spm, kept_vocab)
     if jax.process_index() == 0:
-        checkpoints.save_model_config(run.model_dir, model_config, vocabulary=None if same else spm)
+        checkpoint_config.save_model_config(run.model_dir, model_config, vocabulary=None if same else spm)
     task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
     manager = checkpoints.CheckpointManager(run.model_dir, save_interval_steps=run.interval("checkpoint"),
                                             max_to_keep=run.keep_checkpoints)
@@ -355,7 +355,7 @@ def train(run: RunConfig, **build_overrides) -> dict:
     prefetch = input_pipeline.Prefetcher(produce, run.prefetch_batches) if run.prefetch_batches else None
     stop_before_test = False
     try:
-        with checkpoints.PreemptionGuard() as guard, part.activation_context():
+        with preemption.PreemptionGuard() as guard, part.activation_context():
             while step < run.train_steps:
                 host_batch, data_state = next(prefetch) if prefetch else produce()
                 state, metrics = trainer.train_step(state, part.global_batch(host_batch), trainer.base_rng)

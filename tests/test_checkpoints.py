@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from t5x_sbs import checkpoint_config, initial_params, preemption
 from t5x_sbs import checkpoints as ck
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
     abstract_b = abstract_of(state["params"], lambda x: None)
     abstract_b = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh_b, s)),
                               abstract_b, specs_b)
-    params_b = ck.load_initial_params(tmp_path / "a", abstract_b)  # params only, from a MODEL_DIR
+    params_b = initial_params.load_initial_params(tmp_path / "a", abstract_b)  # params only, from a MODEL_DIR
     assert params_b["encoder"]["kernel"].sharding.spec == P(None, "fsdp")
     assert_tree_equal(params_b, state["params"])
     full, _ = ck.CheckpointManager(tmp_path / "a", save_interval_steps=1).restore(
@@ -177,7 +178,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
         mgr.save(1, state)
     abstract_a = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh_a, s)),
                               abstract_of(state["params"], lambda x: None), specs_a)
-    params_a = ck.load_initial_params(tmp_path / "b" / "1", abstract_a)  # from a step dir
+    params_a = initial_params.load_initial_params(tmp_path / "b" / "1", abstract_a)  # from a step dir
     assert params_a["token_embedder"]["embedding"].sharding.spec == P("model", "fsdp")
     assert_tree_equal(params_a, state["params"])
 
@@ -185,12 +186,12 @@ def test_restore_onto_a_different_mesh(tmp_path):
 @pytest.mark.fault
 def test_preemption_guard_catches_sigterm_and_restores_handler():
     before = signal.getsignal(signal.SIGTERM)
-    with ck.PreemptionGuard() as guard:
+    with preemption.PreemptionGuard() as guard:
         assert not guard.requested and not guard.should_stop(0)
         os.kill(os.getpid(), signal.SIGTERM)
         assert guard.requested and guard.received == signal.SIGTERM and guard.should_stop(1)
     assert signal.getsignal(signal.SIGTERM) is before
-    with ck.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT)) as guard:
+    with preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT)) as guard:
         os.kill(os.getpid(), signal.SIGINT)
         assert guard.requested
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -203,10 +204,10 @@ class FakeConfig:
 
 
 def test_model_config_is_found_from_step_and_best_dirs(tmp_path):
-    path = ck.save_model_config(tmp_path, FakeConfig(dtype=jnp.bfloat16))
+    path = checkpoint_config.save_model_config(tmp_path, FakeConfig(dtype=jnp.bfloat16))
     assert path == tmp_path / "config.json"
     assert '"bfloat16"' in path.read_text()
     (tmp_path / "best" / "3").mkdir(parents=True)
-    assert ck.find_model_config(tmp_path / "best" / "3") == path
+    assert checkpoint_config.find_model_config(tmp_path / "best" / "3") == path
     with pytest.raises(FileNotFoundError, match="save_model_config"):
-        ck.find_model_config(tmp_path.parent / "elsewhere-nothing")
+        checkpoint_config.find_model_config(tmp_path.parent / "elsewhere-nothing")

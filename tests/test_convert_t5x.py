@@ -5,7 +5,7 @@ import pytest
 import tensorstore as ts
 from flax import serialization
 
-from t5x_sbs import checkpoints
+from t5x_sbs import checkpoint_config, checkpoints, initial_params
 from t5x_sbs.convert.t5x_import import import_t5x
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.info import param_shapes
@@ -71,12 +71,12 @@ def ours_and_t5x():
 
 
 def check_imported(out_dir, ours, step):
-    config = checkpoints.load_model_config(out_dir)
+    config = checkpoint_config.load_model_config(out_dir)
     assert config == CONFIG  # inferred from shapes (+ the dropout override)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), param_shapes(config))
     assert checkpoints.CheckpointManager(out_dir).latest_step() == step
-    imported = flat(checkpoints.load_initial_params(out_dir, abstract))
+    imported = flat(initial_params.load_initial_params(out_dir, abstract))
     assert imported.keys() == ours.keys()
     for name in ours:
         np.testing.assert_array_equal(imported[name], ours[name], err_msg=name)

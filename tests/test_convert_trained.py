@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoints
+from t5x_sbs import checkpoint_config, checkpoints, initial_params
 from t5x_sbs import cli as t5x_cli
 from t5x_sbs.convert.hf_import import load_hf_t5
 
@@ -81,12 +81,12 @@ def run(shared_data, tmp_path_factory):
 
 
 def restore_params(path):
-    config = checkpoints.load_model_config(path)
+    config = checkpoint_config.load_model_config(path)
     from t5x_sbs.models.info import param_shapes
 
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), param_shapes(config))
-    return config, jax.tree.map(np.asarray, checkpoints.load_initial_params(path, abstract))
+    return config, jax.tree.map(np.asarray, initial_params.load_initial_params(path, abstract))
 
 
 def assert_trees_equal(a, b):

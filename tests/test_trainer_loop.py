@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoints, main, optimizers, train_loop
+from t5x_sbs import checkpoint_config, checkpoints, main, optimizers, train_loop
 from trainer_fixtures import batches as synthetic_batches, tiny_config
 
 TINY_MODEL = ["T5Config.vocab_size = 256", "T5Config.d_model = 32", "T5Config.d_kv = 8", "T5Config.d_ff = 64",
@@ -72,7 +72,7 @@ def _tensorboard_steps(model_dir, tag: str) -> list[int]:
 def test_train_writes_vocab_config_metrics_and_tensorboard(trained):
     model_dir, first, second, _ = trained
     assert (model_dir / "spiece.model").is_file() and (model_dir / "config.json").is_file()
-    assert checkpoints.load_model_config(model_dir).vocab_size == 256
+    assert checkpoint_config.load_model_config(model_dir).vocab_size == 256
     train_lines = [x for x in read_jsonl(model_dir / "metrics.jsonl") if "loss" in x]
     assert _tensorboard_steps(model_dir, "loss") == [x["step"] for x in train_lines]
     assert [x["step"] for x in train_lines] == list(range(1, 13))

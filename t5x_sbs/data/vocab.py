@@ -112,13 +112,13 @@ def initial_checkpoint_vocabulary(path: str | None) -> str | None:
     checkpoint's config.json (MODEL_DIR, a step dir, best/<step>); None when there is none."""
     if not path:
         return None
-    from t5x_sbs import checkpoints
+    from t5x_sbs import checkpoint_config
 
     try:
-        home = os.path.dirname(checkpoints.find_model_config(path))
+        home = os.path.dirname(checkpoint_config.find_model_config(path))
     except FileNotFoundError:
         return None
-    candidate = os.path.join(home, checkpoints.VOCAB_FILE)
+    candidate = os.path.join(home, checkpoint_config.VOCAB_FILE)
     return candidate if os.path.isfile(candidate) else None
 
 

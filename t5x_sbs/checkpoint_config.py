@@ -1,0 +1,69 @@
+"""The model config and vocabulary kept beside checkpoints: MODEL_DIR/config.json (the run's
+T5Config) and MODEL_DIR/spiece.model. Found from MODEL_DIR, a step dir, best/ or best/<step>, so
+every reader of a checkpoint (eval, export, INITIAL_CHECKPOINT_PATH) knows what it holds."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "spiece.model"
+
+
+def save_model_config(model_dir: str | os.PathLike, config: Any,
+                      vocabulary: str | os.PathLike | None = None) -> pathlib.Path:
+    """Writes a (dataclass) model config as MODEL_DIR/config.json, and copies the SentencePiece
+    model to MODEL_DIR/spiece.model when given (HF export ships it). The trainer calls this once."""
+    model_dir = pathlib.Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if vocabulary is not None:
+        shutil.copyfile(vocabulary, model_dir / VOCAB_FILE)
+    fields = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    fields = {k: jsonable(v) for k, v in fields.items()}
+    path = model_dir / CONFIG_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def jsonable(value: Any) -> Any:
+    """Config values as JSON (dtypes by name)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    try:  # numpy / jax dtypes and scalar types
+        import numpy as np
+
+        return np.dtype(value).name
+    except TypeError:
+        return str(value)
+
+
+def find_model_config(path: str | os.PathLike) -> pathlib.Path:
+    """config.json at `path` or up to three parents (a step dir, best/, best/<step>)."""
+    path = pathlib.Path(path).resolve()
+    for candidate in [path, *list(path.parents)[:3]]:
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate / CONFIG_FILE
+    raise FileNotFoundError(
+        f"no {CONFIG_FILE} at {path} or its parents: the trainer writes it with save_model_config"
+    )
+
+
+def load_model_config(path: str | os.PathLike):
+    """The T5Config saved beside a checkpoint (MODEL_DIR, a step dir or best/)."""
+    from t5x_sbs.models.config import T5Config  # the model package; imported when needed
+
+    file = find_model_config(path)
+    fields = json.loads(file.read_text())
+    known = {f.name for f in dataclasses.fields(T5Config)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{file}: unknown T5Config field(s) {unknown}")
+    return T5Config(**fields)
