@@ -48,10 +48,13 @@ class PairedDifference:
     p_value: float
     questions: int
     seeds: tuple[int, int]
+    resamples: int = 10000
 
     def __str__(self) -> str:
+        # No resample on the other side of 0: the bootstrap bounds p by its resolution, it is not 0.
+        p = f"p < {2 / self.resamples:.1g}" if self.p_value == 0 else f"p = {self.p_value:.3g}"
         return (f"{100 * self.difference:+.1f} points, 95 % CI [{100 * self.low:+.1f}, {100 * self.high:+.1f}], "
-                f"p = {self.p_value:.3g} (paired bootstrap over {self.questions} test questions, "
+                f"{p} (paired bootstrap over {self.questions} test questions, "
                 f"{self.seeds[0]} vs {self.seeds[1]} seeds)")
 
 
@@ -69,4 +72,4 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples:
     low, high = np.quantile(means, [tail, 1 - tail])
     p = min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0))) if per_question.any() else 1.0
     return PairedDifference(float(per_question.mean()), float(low), float(high), float(p), len(per_question),
-                            (a.shape[0], b.shape[0]))
+                            (a.shape[0], b.shape[0]), resamples)
