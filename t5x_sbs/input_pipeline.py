@@ -31,9 +31,8 @@ import numpy as np
 import seqio
 
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
-from t5x_sbs.names import LABEL_TASK_ID
+from t5x_sbs.names import LABEL_TASK_ID, LOSS_MODES
 
-LOSS_MODES = ("paired", "mixture", "shared_encoder")  # shared_encoder: t5x_sbs.shared_encoder
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
 log = logging.getLogger(__name__)

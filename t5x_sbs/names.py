@@ -10,6 +10,11 @@ LABEL_TASK_ID = 1
 RATIONALE_TASK_ID = 2
 TASK_IDS = {"label": LABEL_TASK_ID, "rationale": RATIONALE_TASK_ID}
 
+# How step-by-step rows reach the loss (RunConfig.loss_mode, gin LOSS_MODE): 'mixture' packs rows
+# of the SeqIO mixture; 'paired' keeps each example's label and rationale rows in one batch;
+# 'shared_encoder' encodes the input once for both targets (t5x_sbs.shared_encoder).
+LOSS_MODES = ("paired", "mixture", "shared_encoder")
+
 # Prefixes: the paper code's defaults, and the paper text's spelling one flag away.
 PREFIXES = {
     "code": {"label": "predict: ", "rationale": "explain: "},

@@ -138,6 +138,12 @@ def test_config_errors_name_file_and_field(tmp_path):
     path.write_text(json.dumps({"dataset": "arith", "out_dir": "x", "sizes": {"t": "a.gin"}, "methods": ["cot"]}))
     with pytest.raises(ValueError, match=r"bad.json: unknown method 'cot'"):
         sweep.load_config(str(path))
+    cell = {"dataset": "arith", "out_dir": "x", "sizes": {"t": "a.gin"}}
+    path.write_text(json.dumps({**cell, "loss_mode": "shared_encoder"}))
+    assert sweep.load_config(str(path)).loss_mode == "shared_encoder"
+    path.write_text(json.dumps({**cell, "loss_mode": "two_pass"}))
+    with pytest.raises(ValueError, match=r"bad.json: loss_mode 'two_pass': one of paired, mixture, shared_encoder"):
+        sweep.load_config(str(path))
     path.write_text(json.dumps({"dataset": "arith", "sizes": {"t": "a.gin"}}))
     with pytest.raises(ValueError, match=r"missing field\(s\) \['out_dir'\]"):
         sweep.load_config(str(path))

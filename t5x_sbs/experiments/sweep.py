@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from t5x_sbs.experiments import tables
+from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.experiments.runner import REPO
 
 
@@ -62,8 +63,8 @@ class SweepConfig:
         unknown_sizes = set(self.initial_checkpoints) - set(self.sizes)
         if unknown_sizes:
             raise ValueError(f"initial_checkpoints: sizes {sorted(unknown_sizes)} not in sizes")
-        if self.loss_mode not in ("mixture", "paired"):
-            raise ValueError(f"loss_mode {self.loss_mode!r}: mixture or paired")
+        if self.loss_mode not in LOSS_MODES:
+            raise ValueError(f"loss_mode {self.loss_mode!r}: one of {', '.join(LOSS_MODES)}")
 
 
 def load_config(path: str) -> SweepConfig:
