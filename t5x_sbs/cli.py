@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from t5x_sbs.user_errors import OneLineArgumentParser
+
 # name -> (module, one-line help). The module owns the arguments and the behaviour.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("t5x_sbs.models.smoke", "init a tiny T5, run a forward pass and a greedy decode"),
@@ -58,8 +60,6 @@ def _dispatch(argv: list[str]) -> int:
         return 0 if not argv else 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    from t5x_sbs.user_errors import OneLineArgumentParser
-
     sub_parser = OneLineArgumentParser(prog=f"t5x-sbs {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
     return int(module.run(sub_parser.parse_args(rest)) or 0)
