@@ -34,8 +34,12 @@ setup(
     version="0.1.0",
     description="Distilling step-by-step: a T5X-style JAX/Flax trainer with an LLM teacher",
     python_requires=">=3.11",
-    packages=find_packages(include=["t5x_sbs", "t5x_sbs.*", "tasks", "tasks.*"]),
-    package_data={"t5x_sbs": ["**/*.json", "**/*.yaml", "**/*.txt"]},
+    # The layout's top-level tasks/ and gin/ folders install inside the package (t5x_sbs.tasks,
+    # t5x_sbs.gin), never as a bare global `tasks`; gin files are package data found by
+    # t5x_sbs.gin_paths, so an installed wheel runs outside the repo.
+    packages=find_packages(include=["t5x_sbs", "t5x_sbs.*"]) + ["t5x_sbs.tasks", "t5x_sbs.gin"],
+    package_dir={"t5x_sbs.tasks": "tasks", "t5x_sbs.gin": "gin"},
+    package_data={"t5x_sbs": ["**/*.json", "**/*.yaml", "**/*.txt"], "t5x_sbs.gin": ["**/*.gin"]},
     install_requires=CORE,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["t5x-sbs=t5x_sbs.cli:main"]},

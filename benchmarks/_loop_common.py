@@ -37,7 +37,8 @@ def run_train(binding_list: list[str]) -> dict:
     """`t5x-sbs train` with gin/models/t5_1_1/tiny.gin + gin/runs/sbs.gin and these bindings."""
     import gin
 
-    from t5x_sbs import main, train_loop
+    from t5x_sbs import main
+    from t5x_sbs.trainer import train_loop
 
     gin.clear_config()
     main.parse_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], binding_list, search_paths=[REPO])
@@ -80,7 +81,7 @@ class StepTimer:
 @contextlib.contextmanager
 def timed_steps(timer: StepTimer):
     """Within the block, the Trainer that `train_loop.train` builds runs its steps through `timer`."""
-    from t5x_sbs import train_loop
+    from t5x_sbs.trainer import train_loop
 
     original = train_loop.build
 

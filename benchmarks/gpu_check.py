@@ -7,7 +7,7 @@ Each part runs in its own subprocess (so each reads its own peak device memory) 
 prints one JSON object:
 - `throughput.{base,large}`: T5 v1.1 base and large, bf16 compute (f32 params), Adafactor, the
   trainer's own step, compiled ahead of time from shapes exactly as `--run_mode=precompile`
-  does (t5x_sbs.precompile); that compiled step is then run on random full rows (no padding):
+  does (t5x_sbs.trainer.precompile); that compiled step is then run on random full rows (no padding):
   tokens/s, MFU = 6·N·tokens/s / PEAK_FLOPS_PER_DEVICE (gin/hardware/*.gin by device kind), the
   device's `peak_bytes_in_use` against the compiler's `per_device_memory_bytes` estimate.
 - `resume`: the built-in arithmetic task, step-by-step mixture, through the real train loop
@@ -60,7 +60,8 @@ def throughput_part(args) -> dict:
     import jax
 
     from benchmarks.train_step import default_hardware, synthetic_batch
-    from t5x_sbs import main as entry, precompile, train_loop
+    from t5x_sbs import main as entry
+    from t5x_sbs.trainer import precompile, train_loop
 
     sizes = DRY_SIZES if args.dry_run else GPU_SIZES
     gin_file, batch_size, inputs, targets = sizes[args.size]
@@ -102,7 +103,7 @@ def arith_task(work_dir: str, sizes: dict) -> None:
     import io
 
     from t5x_sbs import cli
-    from t5x_sbs.experiments import arith
+    from t5x_sbs.data import arith
 
     data_dir, store = os.path.join(work_dir, "data"), os.path.join(work_dir, "teacher.jsonl")
     paths = arith.write_splits(data_dir, seed=0, sizes=sizes)
@@ -113,7 +114,7 @@ def arith_task(work_dir: str, sizes: dict) -> None:
                                  "--teacher", "scripted:arith", "--out", store, "--no_progress"])
             if code != 0:
                 raise RuntimeError(f"scripted teacher failed on {split}")
-    from tasks.custom import register_jsonl_dataset
+    from t5x_sbs.tasks.custom import register_jsonl_dataset
 
     register_jsonl_dataset("arith", train_path=paths["train"], validation_path=paths["validation"],
                            test_path=paths["test"], input_fields=("question",), label_field="answer",
@@ -123,7 +124,8 @@ def arith_task(work_dir: str, sizes: dict) -> None:
 def train_to(model_dir: str, steps: int, args, spm_path: str | None = None) -> dict:
     import gin
 
-    from t5x_sbs import main as entry, train_loop
+    from t5x_sbs import main as entry
+    from t5x_sbs.trainer import train_loop
 
     gin_file = "gin/models/t5_1_1/tiny.gin" if args.dry_run else "gin/models/t5_1_1/small.gin"
     lengths = {"inputs": 48, "targets": 32} if args.dry_run else {"inputs": 64, "targets": 64}

@@ -9,7 +9,7 @@ Batches: the `shared_span_corruption` task (../shared/data's decontaminated trai
 noise density 0.15 / mean span 3, 512 inputs / 114 targets), packed by the trainer's feature
 converter, with the optimizer, loss and dropout of gin/runs/pretrain.gin. tokens/s counts the
 computed positions (inputs + targets per row) and, separately, the real (non-padding) ones.
-MFU = 6·N·tokens/s / (devices × peak), the trainer's formula (t5x_sbs.metrics_logging). Last
+MFU = 6·N·tokens/s / (devices × peak), the trainer's formula (t5x_sbs.trainer.metrics_logging). Last
 line: `ratio: MFU / 0.40` (the H100 goal), as benchmarks/train_step.py.
 """
 from __future__ import annotations
@@ -71,9 +71,10 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from t5x_sbs import main as entry, train_loop
+    from t5x_sbs import main as entry
+    from t5x_sbs.trainer import train_loop
     from t5x_sbs.experiments.runner import padded_vocab_size
-    from t5x_sbs.metrics_logging import flops_per_step
+    from t5x_sbs.trainer.metrics_logging import flops_per_step
 
     work_dir = tempfile.mkdtemp(prefix="pretrain_bench_")
     t0 = time.perf_counter()

@@ -41,7 +41,8 @@ def make_checkpoint(args, base_dir: str, model_dir: str, step: int, *, count_onl
     import gin
     import jax.numpy as jnp
 
-    from t5x_sbs import checkpoints, input_pipeline, main, train_loop
+    from t5x_sbs import checkpoints, main
+    from t5x_sbs.trainer import input_pipeline, train_loop
 
     shutil.copytree(base_dir, model_dir)
     gin.clear_config()
@@ -79,7 +80,7 @@ def time_resume(args, model_dir: str, step: int) -> float:
 
 def time_pipeline(args, states: dict[str, dict]) -> dict[str, float]:
     """Milliseconds to position the index-based pipeline at each state and build the first batch."""
-    from t5x_sbs import input_pipeline
+    from t5x_sbs.trainer import input_pipeline
 
     lengths = {"inputs": args.inputs, "targets": args.targets}
     task = input_pipeline.training_task_name(args.task, "mixture")

@@ -2,13 +2,13 @@
 
 Reference (what google-research/distilling-step-by-step does): Hugging Face T5 in torch, two
 forward/backward passes per batch (label and rationale sub-batches, each padded to its
-longest), AdamW. Ours: the trainer's jitted train step (t5x_sbs.trainer.Trainer), one pass for
+longest), AdamW. Ours: the trainer's jitted train step (t5x_sbs.trainer.train_step.Trainer), one pass for
 both tasks, AdamW, on three layouts of the same examples:
   - default lengths: label and rationale rows packed by the feature converter into 512 input +
     256 target tokens;
   - lengths from the data: the same two-row packing into rows sized from the data's token
     lengths (t5x_sbs.data.lengths.pack_lengths: the longest row fits, ~3 mean rows per pack);
-  - shared encoder (LOSS_MODE='shared_encoder', t5x_sbs.shared_encoder): each example's input
+  - shared encoder (LOSS_MODE='shared_encoder', t5x_sbs.trainer.shared_encoder): each example's input
     encoded once, label and rationale decoded from it, rows sized from the data likewise.
 The data-sized layouts take as many rows per step as keep the tokens per step of the default.
 Same model config, same CQA examples with PaLM rationales (../shared/data), same CPU. Prints
@@ -38,7 +38,7 @@ def run_ours(config, batches: list[dict], steps: int, warmup: int, learning_rate
     import jax
     import numpy as np
 
-    from t5x_sbs import optimizers, partitioning, trainer
+    from t5x_sbs.trainer import optimizers, partitioning, train_step
     from t5x_sbs.models.t5 import Transformer
 
     if len(batches) < warmup + steps:
@@ -46,8 +46,8 @@ def run_ours(config, batches: list[dict], steps: int, warmup: int, learning_rate
     opt_config = optimizers.OptimizerConfig(name="adamw", learning_rate=learning_rate)
     partitioner = partitioning.Partitioner(partitioning.make_mesh(devices=jax.devices()[:1]))
     shapes = {k: v.shape for k, v in batches[0].items()}
-    tr = trainer.Trainer(Transformer(config), optimizers.make_optimizer(opt_config, warmup + steps), partitioner,
-                         shapes, loss_config=trainer.LossConfig(rationale_weight=1.0),
+    tr = train_step.Trainer(Transformer(config), optimizers.make_optimizer(opt_config, warmup + steps), partitioner,
+                         shapes, loss_config=train_step.LossConfig(rationale_weight=1.0),
                          schedule=optimizers.make_schedule(opt_config, warmup + steps))
     with partitioner.activation_context():
         state = tr.init_state()
@@ -147,7 +147,7 @@ def shared_batches(examples, rows: int, lengths: dict[str, int], prefix: list[in
     """`count` batches of the shared-encoder stream over the examples (label row, rationale row pairs)."""
     import numpy as np
 
-    from t5x_sbs import input_pipeline, shared_encoder
+    from t5x_sbs.trainer import input_pipeline, shared_encoder
     from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID
 
     inputs = [np.int32(x) for e in examples for x in (e.label_inputs, e.rationale_inputs)]

@@ -1,6 +1,6 @@
 """Step time vs Hugging Face torch: plain finetuning, same T5 config, same padded batch.
 
-Ours: the trainer's jitted train step (t5x_sbs.trainer.Trainer, unpacked batch, AdamW).
+Ours: the trainer's jitted train step (t5x_sbs.trainer.train_step.Trainer, unpacked batch, AdamW).
 Reference: transformers.T5ForConditionalGeneration in torch, one forward/backward + AdamW.
 Same CQA label rows (../shared/data, "predict: " + question -> answer), padded to fixed lengths
 on both sides, same CPU. Last line: `ratio: X` = reference s/step / ours s/step (> 1: ours faster).
@@ -40,13 +40,13 @@ def fixed_batches(examples, batch_size: int, inputs: int, targets: int, count: i
 def run_ours(config, batches, warmup: int, learning_rate: float = 5e-5) -> float:
     import jax
 
-    from t5x_sbs import optimizers, partitioning, trainer
+    from t5x_sbs.trainer import optimizers, partitioning, train_step
     from t5x_sbs.models.t5 import Transformer
 
     opt = optimizers.OptimizerConfig(name="adamw", learning_rate=learning_rate)
     part = partitioning.Partitioner(partitioning.make_mesh(devices=jax.devices()[:1]))
-    tr = trainer.Trainer(Transformer(config), optimizers.make_optimizer(opt, len(batches)), part,
-                         {k: v.shape for k, v in batches[0].items()}, loss_config=trainer.LossConfig(z_loss=0.0),
+    tr = train_step.Trainer(Transformer(config), optimizers.make_optimizer(opt, len(batches)), part,
+                         {k: v.shape for k, v in batches[0].items()}, loss_config=train_step.LossConfig(z_loss=0.0),
                          schedule=optimizers.make_schedule(opt, len(batches)))
     with part.activation_context():
         state = tr.init_state()

@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from t5x_sbs import cli, metrics  # noqa: E402
-from t5x_sbs.data import store_reading  # noqa: E402
-from t5x_sbs.experiments import arith  # noqa: E402
+from t5x_sbs.teacher import store_reading# noqa: E402
+from t5x_sbs.data import arith# noqa: E402
 from t5x_sbs.teacher import optimize  # noqa: E402
 from t5x_sbs.teacher.ledger import summarize  # noqa: E402
 from t5x_sbs.teacher.store import read_store  # noqa: E402

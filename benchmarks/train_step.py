@@ -6,7 +6,7 @@ on whatever devices are present (CPU, one GPU, a pod slice).
 
 Random tokens fill every position (no padding), half the rows label-task and half rationale-task,
 so tokens/s counts real work. MFU = 6·N·tokens/s / (devices × PEAK_FLOPS_PER_DEVICE), the
-trainer's own formula (t5x_sbs.metrics_logging). Final line: `ratio: MFU / 0.40` (the H100 goal).
+trainer's own formula (t5x_sbs.trainer.metrics_logging). Final line: `ratio: MFU / 0.40` (the H100 goal).
 """
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ def main(argv=None) -> int:
     import gin
     import jax
 
-    from t5x_sbs import main as entry, train_loop
-    from t5x_sbs.metrics_logging import flops_per_step
+    from t5x_sbs import main as entry
+    from t5x_sbs.trainer import train_loop
+    from t5x_sbs.trainer.metrics_logging import flops_per_step
 
     hardware = args.hardware or default_hardware()
     entry.parse_gin([args.gin_file, args.partitioning, hardware], [f"T5Config.dtype = '{args.dtype}'", *args.gin])

@@ -2,7 +2,7 @@
 
 Also `t5x-sbs train ...` (same flags). Gin files are read in order, then `--gin.KEY=VALUE`
 bindings (T5X spelling; `--gin_param='KEY = VALUE'` works too). `precompile` lowers and compiles
-the train step from shapes only (t5x_sbs.precompile, the launch module).
+the train step from shapes only (t5x_sbs.trainer.precompile, the launch module).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DEFAULT_BINDINGS = ["PEAK_FLOPS_PER_DEVICE = None", "INITIAL_CHECKPOINT_PATH = N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from t5x_sbs import distributed
+    from t5x_sbs.trainer import distributed
 
     parser.add_argument("--run_mode", choices=RUN_MODES, default="train")
     parser.add_argument("--gin_file", action="append", default=[], help="gin config file (repeatable)")
@@ -56,9 +56,9 @@ def split_gin_flags(argv: list[str]) -> tuple[list[str], list[str]]:
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] = (".",)) -> None:
     import gin
 
-    import t5x_sbs.train_loop  # noqa: F401  registers the configurables the run files bind
-    import t5x_sbs.evaluation  # noqa: F401
-    import tasks  # noqa: F401  registers tasks and their gin settings (tasks.config.*)
+    import t5x_sbs.trainer.train_loop  # noqa: F401  registers the configurables the run files bind
+    import t5x_sbs.trainer.evaluation  # noqa: F401
+    from t5x_sbs import tasks  # noqa: F401  registers tasks and their gin settings (tasks.config.*)
 
     import pathlib
 
@@ -109,7 +109,7 @@ def check_macros_used(bindings: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from t5x_sbs import distributed
+    from t5x_sbs.trainer import distributed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -122,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
             f"%(asctime)s %(levelname)s [process {group.process_id}/{group.num_processes}] %(name)s: %(message)s"))
     parse_gin(args.gin_file, list(getattr(args, "gin_bindings", [])) + args.gin_param, args.gin_search_path)
     if args.run_mode == "precompile":
-        from t5x_sbs import precompile
+        from t5x_sbs.trainer import precompile
 
         return int(precompile.run() or 0)
-    from t5x_sbs import evaluation, train_loop
+    from t5x_sbs.trainer import evaluation, train_loop
 
     if args.run_mode == "train":
         result = train_loop.train(train_loop.RunConfig())

@@ -12,7 +12,7 @@ TASK_IDS = {"label": LABEL_TASK_ID, "rationale": RATIONALE_TASK_ID}
 
 # How step-by-step rows reach the loss (RunConfig.loss_mode, gin LOSS_MODE): 'mixture' packs rows
 # of the SeqIO mixture; 'paired' keeps each example's label and rationale rows in one batch;
-# 'shared_encoder' encodes the input once for both targets (t5x_sbs.shared_encoder).
+# 'shared_encoder' encodes the input once for both targets (t5x_sbs.trainer.shared_encoder).
 LOSS_MODES = ("paired", "mixture", "shared_encoder")
 
 # Prefixes: the paper code's defaults, and the paper text's spelling one flag away.

@@ -8,8 +8,8 @@ The mixtures `svamp_asdiv_{standard,sbs}_{gold,llm}` are SVAMP's mixture plus `a
 `tasks.config.mixture_rates.mode = 'examples'` every problem is drawn equally often (a
 concatenation, as the paper's code does); the default rates each task 1.
 """
-from tasks import svamp  # noqa: F401  (the base mixtures must exist first)
-from tasks.registry import builtin_spec, register_augmented_mixtures, register_dataset
+from t5x_sbs.tasks import svamp  # noqa: F401  (the base mixtures must exist first)
+from t5x_sbs.tasks.registry import builtin_spec, register_augmented_mixtures, register_dataset
 
 METRIC = "equation"
 TASKS = register_dataset(builtin_spec("asdiv", METRIC))

@@ -97,11 +97,11 @@ def teacher_coverage(mode: str = "all") -> str:
 
 @gin.configurable(module="tasks.config")
 def teacher_reading(teacher: str | None = None, prompt_hash: str | None = None, samples: str = "first"):
-    """How the tasks read a teacher store (`t5x_sbs.data.store_reading`): which (teacher, prompt
+    """How the tasks read a teacher store (`t5x_sbs.teacher.store_reading`): which (teacher, prompt
     hash) group, needed when a store holds several (it is refused otherwise, listing them), and
     what several samples per example give: 'first' (the lowest sample), 'vote' (the majority
     label, the agreeing rationales as extra rationale rows) or 'all' (every ok sample)."""
-    from t5x_sbs.data.store_reading import TeacherReading
+    from t5x_sbs.teacher.store_reading import TeacherReading
 
     try:
         return TeacherReading(teacher=teacher, prompt_hash=prompt_hash, samples=samples)

@@ -1,6 +1,6 @@
 """CommonsenseQA (the paper's `cqa`): input `question\\nAnswer Choices:\\n(a) ...`, label the
 answer text, scored by accuracy; teacher: the paper's PaLM outputs unless a store is bound."""
-from tasks.registry import builtin_spec, register_dataset
+from t5x_sbs.tasks.registry import builtin_spec, register_dataset
 
 METRIC = "accuracy"
 TASKS = register_dataset(builtin_spec("cqa", METRIC))

@@ -1,6 +1,6 @@
 """Register a user's own dataset from JSONL files, without writing SeqIO code.
 
-    from tasks.custom import register_jsonl_dataset
+    from t5x_sbs.tasks.custom import register_jsonl_dataset
     register_jsonl_dataset("mytask", train_path="train.jsonl", test_path="test.jsonl",
                            input_fields=("question",), label_field="answer",
                            teacher_file="stores/mytask.jsonl")
@@ -21,8 +21,8 @@ import gin
 
 from t5x_sbs.data import sources
 from t5x_sbs.records import Example
-from tasks import config
-from tasks.registry import METRICS, DatasetSpec, register_dataset
+from t5x_sbs.tasks import config
+from t5x_sbs.tasks.registry import METRICS, DatasetSpec, register_dataset
 
 
 def read_jsonl_examples(path: str, dataset: str, split: str, input_fields: Sequence[str],

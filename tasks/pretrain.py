@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from t5x_sbs.data import pretrain_corpus, sources
 from t5x_sbs.data import span_corruption as span_lib
-from tasks import config
+from t5x_sbs.tasks import config
 
 SHARED_TASK, TEXT_TASK, C4_TASK = "shared_span_corruption", "text_span_corruption", "c4_span_corruption"
 SPLITS = ("train", "validation")

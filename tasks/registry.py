@@ -28,7 +28,7 @@ from t5x_sbs import metrics
 from t5x_sbs.data import sources
 from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID, mixture_name
 from t5x_sbs.records import Example
-from tasks import config
+from t5x_sbs.tasks import config
 
 SPLITS = ("train", "validation", "test")
 METRICS = {"accuracy": metrics.accuracy, "equation": metrics.equation_accuracy, "gsm8k": metrics.gsm8k_accuracy}

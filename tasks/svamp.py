@@ -1,7 +1,7 @@
 """SVAMP: input `Body\\nQuestion`, label an equation such as `( 10.0 * 45.0 )`, scored by value
 with the safe evaluator (`metrics.equation_accuracy`); teacher: the paper's PaLM outputs.
 ASDiv as extra unlabeled training problems: see tasks/asdiv.py (`svamp_asdiv_*` mixtures)."""
-from tasks.registry import builtin_spec, register_dataset
+from t5x_sbs.tasks.registry import builtin_spec, register_dataset
 
 METRIC = "equation"
 TASKS = register_dataset(builtin_spec("svamp", METRIC))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from t5x_sbs import checkpoint_config, initial_params, preemption
+from t5x_sbs.checkpoints import initial_params, model_files
+from t5x_sbs.trainer import preemption
 from t5x_sbs import checkpoints as ck
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -204,10 +205,10 @@ class FakeConfig:
 
 
 def test_model_config_is_found_from_step_and_best_dirs(tmp_path):
-    path = checkpoint_config.save_model_config(tmp_path, FakeConfig(dtype=jnp.bfloat16))
+    path = model_files.save_model_config(tmp_path, FakeConfig(dtype=jnp.bfloat16))
     assert path == tmp_path / "config.json"
     assert '"bfloat16"' in path.read_text()
     (tmp_path / "best" / "3").mkdir(parents=True)
-    assert checkpoint_config.find_model_config(tmp_path / "best" / "3") == path
+    assert model_files.find_model_config(tmp_path / "best" / "3") == path
     with pytest.raises(FileNotFoundError, match="save_model_config"):
-        checkpoint_config.find_model_config(tmp_path.parent / "elsewhere-nothing")
+        model_files.find_model_config(tmp_path.parent / "elsewhere-nothing")

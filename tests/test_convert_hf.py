@@ -8,8 +8,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoint_config, initial_params
-from t5x_sbs.convert import cli as convert_cli
+from t5x_sbs.checkpoints import initial_params, model_files
+from t5x_sbs.cli import convert as convert_cli
 from t5x_sbs.convert.hf_export import export_hf
 from t5x_sbs.convert.t5x_import import save_as_ours
 from t5x_sbs.models.config import T5Config
@@ -173,7 +173,7 @@ def test_hf_ours_hf_round_trip_is_bit_identical(tmp_path, variant):
         assert exported[key] == getattr(original.config, key), key
     assert _hf_tensors(tmp_path / "hf1").keys() == _hf_tensors(tmp_path / "hf2").keys()
     # the imported checkpoint is an INITIAL_CHECKPOINT_PATH: params only, onto given shardings
-    config = checkpoint_config.load_model_config(tmp_path / "ours")
+    config = model_files.load_model_config(tmp_path / "ours")
     from t5x_sbs.models.info import param_shapes
 
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -206,10 +206,10 @@ def test_bad_inputs_name_the_tensor_or_field(tmp_path, capsys):
     cfg_file = tmp_path / "mismatch" / "config.json"
     cfg_file.write_text(cfg_file.read_text().replace('"gated-gelu"', '"swiglu"'))
     with pytest.raises(ValueError, match="feed_forward_proj"):
-        checkpoint_config.load_model_config(tmp_path / "mismatch")
+        model_files.load_model_config(tmp_path / "mismatch")
     cfg_file.write_text(json.dumps(dict(json.loads(cfg_file.read_text()), feed_forward_proj="relu", n_experts=4)))
     with pytest.raises(ValueError, match="n_experts"):
-        checkpoint_config.load_model_config(tmp_path / "mismatch")
+        model_files.load_model_config(tmp_path / "mismatch")
     save_as_ours(tmp_path / "ok", config, random_params(config))  # complete, but no spiece.model
     # the CLI reports instead of crashing
     parser = __import__("argparse").ArgumentParser()

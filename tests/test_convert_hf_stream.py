@@ -8,7 +8,7 @@ import pytest
 
 from t5x_sbs.convert.hf_import import load_hf_params, load_hf_t5
 from t5x_sbs.models.info import logical_axes, param_shapes
-from t5x_sbs.partitioning import MeshConfig, Partitioner, make_mesh
+from t5x_sbs.trainer.partitioning import MeshConfig, Partitioner, make_mesh
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -5,7 +5,8 @@ import pytest
 import tensorstore as ts
 from flax import serialization
 
-from t5x_sbs import checkpoint_config, checkpoints, initial_params
+from t5x_sbs import checkpoints
+from t5x_sbs.checkpoints import initial_params, model_files
 from t5x_sbs.convert.t5x_import import import_t5x
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.info import param_shapes
@@ -71,7 +72,7 @@ def ours_and_t5x():
 
 
 def check_imported(out_dir, ours, step):
-    config = checkpoint_config.load_model_config(out_dir)
+    config = model_files.load_model_config(out_dir)
     assert config == CONFIG  # inferred from shapes (+ the dropout override)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), param_shapes(config))

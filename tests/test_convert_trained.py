@@ -19,7 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoint_config, checkpoints, initial_params
+from t5x_sbs import checkpoints
+from t5x_sbs.checkpoints import initial_params, model_files
 from t5x_sbs import cli as t5x_cli
 from t5x_sbs.convert.hf_import import load_hf_t5
 
@@ -81,7 +82,7 @@ def run(shared_data, tmp_path_factory):
 
 
 def restore_params(path):
-    config = checkpoint_config.load_model_config(path)
+    config = model_files.load_model_config(path)
     from t5x_sbs.models.info import param_shapes
 
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -116,8 +117,8 @@ def eval_rows(run, count=6):
     """The SVAMP validation label rows as the trainer's SeqIO task made them (text and ids)."""
     import gin
 
-    from t5x_sbs import input_pipeline
-    import tasks  # noqa: F401
+    from t5x_sbs.trainer import input_pipeline
+    from t5x_sbs import tasks  # noqa: F401
     import seqio
 
     gin.clear_config()

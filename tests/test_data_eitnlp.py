@@ -4,7 +4,8 @@ import json
 import pytest
 
 from t5x_sbs import metrics
-from t5x_sbs.data import eitnlp, sources
+from t5x_sbs.data import sources
+from t5x_sbs.teacher import eitnlp
 from t5x_sbs.records import read_records
 
 pytestmark = pytest.mark.shared_data

@@ -1,7 +1,7 @@
 """The paper's parsing rules, with explicit statuses for what does not parse."""
 import pytest
 
-from t5x_sbs.data.parsing import parse_teacher_output
+from t5x_sbs.teacher.parsing import parse_teacher_output
 
 
 @pytest.mark.parametrize("dataset,raw,rationale,label", [

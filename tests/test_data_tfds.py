@@ -9,7 +9,7 @@ import gin
 import pytest
 
 from t5x_sbs.data import sources, tfds_source
-from tasks import registry
+from t5x_sbs.tasks import registry
 
 import tensorflow_datasets as tfds  # a core dependency: never skip
 

@@ -10,10 +10,10 @@ import gin
 import pytest
 import seqio
 
-from t5x_sbs import evaluation, input_pipeline
+from t5x_sbs.trainer import evaluation, input_pipeline
 from t5x_sbs.data.vocab import train_sentencepiece
 from t5x_sbs.experiments import pretrained
-from tasks.custom import register_jsonl_dataset
+from t5x_sbs.tasks.custom import register_jsonl_dataset
 
 LENGTHS = {"inputs": 32, "targets": 8}
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from t5x_sbs.experiments import arith
+from t5x_sbs.data import arith
 
 SIZES = {"train": 400, "validation": 60, "test": 100}
 

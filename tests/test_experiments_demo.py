@@ -35,7 +35,7 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
     from t5x_sbs.experiments import pretrained
 
     out, pretrain_dir = tmp_path / "demo", tmp_path / "pretrained"
-    caplog.set_level(logging.INFO, logger="t5x_sbs.train_loop")
+    caplog.set_level(logging.INFO, logger="t5x_sbs.trainer.train_loop")
     argv = ["demo", "--out_dir", str(out), *TINY, "--train_steps", "6", "--seeds", "0,1", "--pretrain_steps", "4",
             "--pretrain_corpus", "task", "--pretrain_dir", str(pretrain_dir), "--early_stopping_patience", "1",
             "--methods", "standard_finetune,sbs_teacher"]  # standard_distill: the svamp test below
@@ -186,7 +186,7 @@ def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypa
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     out = tmp_path / "demo"
-    caplog.set_level(logging.INFO, logger="t5x_sbs.train_loop")
+    caplog.set_level(logging.INFO, logger="t5x_sbs.trainer.train_loop")
     with fg.FakeGemini(svamp_responder(golds), lifetime_s=300) as fake:
         teacher_args = " ".join(["--base_url", fake.url, "--limit", "24", "--concurrency", "4", *FAST_RETRY])
         argv = ["demo", "--out_dir", str(out), "--dataset", "svamp", "--data_dir", str(shared_data),

@@ -7,10 +7,12 @@ import os
 import gin
 import pytest
 
-from t5x_sbs import main, optimizers, partitioning, trainer as trainer_lib
-from t5x_sbs.evaluation import EvalConfig
+from t5x_sbs import main
+from t5x_sbs.trainer import optimizers, partitioning
+from t5x_sbs.trainer import train_step as trainer_lib
+from t5x_sbs.trainer.evaluation import EvalConfig
 from t5x_sbs.models.config import T5Config
-from t5x_sbs.train_loop import RunConfig
+from t5x_sbs.trainer.train_loop import RunConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "gin/models/t5_1_1/tiny.gin"

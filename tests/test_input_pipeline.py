@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import seqio
 
-from t5x_sbs import input_pipeline, names
+from t5x_sbs import names
+from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
 
@@ -25,7 +26,7 @@ def vocabulary(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixture_rows(shared_data, vocabulary):
     """(rows, rates) of svamp_sbs_llm and the rows of its paired task, read once."""
-    import tasks  # noqa: F401
+    from t5x_sbs import tasks  # noqa: F401
 
     gin.clear_config()
     gin.bind_parameter("tasks.config.data_dir.path", str(shared_data))

@@ -1,4 +1,4 @@
-"""t5x_sbs.distributed: where multi-process settings come from, and a real 2-process start-up."""
+"""t5x_sbs.trainer.distributed: where multi-process settings come from, and a real 2-process start-up."""
 import os
 import pathlib
 import re
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from t5x_sbs import distributed
+from t5x_sbs.trainer import distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_bad_settings_name_the_problem(env, message):
 
 WORKER = """
 import jax, jax.numpy as jnp, numpy as np
-from t5x_sbs import distributed
+from t5x_sbs.trainer import distributed
 group = distributed.maybe_initialize()
 assert distributed.maybe_initialize() == group  # idempotent
 mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))

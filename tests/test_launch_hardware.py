@@ -25,7 +25,8 @@ def test_each_file_binds_its_peak(path):
 
 def test_run_config_reads_the_peak_after_mains_default():
     """main binds PEAK_FLOPS_PER_DEVICE = None first; a hardware file given later wins."""
-    from t5x_sbs import main, train_loop
+    from t5x_sbs import main
+    from t5x_sbs.trainer import train_loop
 
     gin.clear_config()
     try:

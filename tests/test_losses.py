@@ -8,7 +8,8 @@ laid out as the trainer would: paired rows or a shuffled mixture, padded or pack
 import numpy as np
 import pytest
 
-from t5x_sbs import losses, names
+from t5x_sbs import names
+from t5x_sbs.trainer import losses
 
 V = 37
 LENGTH = 24

@@ -12,8 +12,8 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from t5x_sbs import optimizers
-from t5x_sbs.optimizers import OptimizerConfig, factored_view
+from t5x_sbs.trainer import optimizers
+from t5x_sbs.trainer.optimizers import OptimizerConfig, factored_view
 from trainer_fixtures import batches as synthetic_batches, tiny_config
 
 EMBED, HEADS, KV, MLP, LAYERS = 256, 4, 64, 512, 3  # heads * kv = 256 >= 128, heads and kv < 128
@@ -130,7 +130,8 @@ def test_unchanged_params_get_exactly_optax_adafactor(kw):
 
 
 def _trainer(mesh_config=None, devices=None, **model_kw):
-    from t5x_sbs import partitioning as pt, trainer as tr
+    from t5x_sbs.trainer import partitioning as pt
+    from t5x_sbs.trainer import train_step as tr
     from t5x_sbs.models.t5 import Transformer
 
     # the tiny model's attention kernels are [32, 4, 8]: factor dims from 16 up so they are factored
@@ -175,7 +176,7 @@ def test_tiny_model_trains_with_factored_attention(scan_layers, tmp_path):
 def test_fsdp_shardings_of_factored_state():
     """8 devices, FSDP: full-size second moments keep their param's sharding, the factored
     statistics of the merged attention kernels are replicated; the step compiles and trains."""
-    from t5x_sbs import partitioning as pt
+    from t5x_sbs.trainer import partitioning as pt
 
     assert len(jax.devices()) == 8
     part, trainer, batch = _trainer(pt.MeshConfig(1, -1, 1), scan_layers=True)

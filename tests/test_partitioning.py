@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from t5x_sbs import partitioning as pt
+from t5x_sbs.trainer import partitioning as pt
 from trainer_fixtures import LOSS_RTOL, PARAM_ATOL, PARAM_RTOL, mesh_run, mesh_trainer, reference_run
 
 PRESETS = {"dp": pt.MeshConfig(-1, 1, 1), "fsdp": pt.MeshConfig(1, -1, 1), "fsdp_tp": pt.MeshConfig(1, -1, 2)}

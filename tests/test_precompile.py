@@ -13,7 +13,8 @@ import gin
 import jax
 import pytest
 
-from t5x_sbs import main, precompile
+from t5x_sbs import main
+from t5x_sbs.trainer import precompile
 
 BATCH, INPUTS, TARGETS = 16, 32, 16
 GIN = ["gin/runs/sbs.gin", "gin/models/t5_1_1/tiny.gin", "gin/partitioning/fsdp_tp.gin"]

@@ -10,8 +10,10 @@ import gin
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoint_config, checkpoints, cli, main, train_loop
-from t5x_sbs.experiments import arith
+from t5x_sbs import checkpoints, cli, main
+from t5x_sbs.checkpoints import model_files
+from t5x_sbs.trainer import train_loop
+from t5x_sbs.data import arith
 from t5x_sbs.records import TeacherRecord
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,12 +66,12 @@ def data(tmp_path_factory):
 
 
 def test_pretrain_resume_finetune_export_and_continue_from_hf(data):
-    from tasks.custom import register_jsonl_dataset
+    from t5x_sbs.tasks.custom import register_jsonl_dataset
 
     pt = data["root"] / "pt"
     first = pretrain(pt, 2, data["text"])
     assert first["step"] == 2 and np.isfinite(first["loss"]) and first["label_tokens"] > 0
-    assert (pt / checkpoint_config.VOCAB_FILE).is_file() and checkpoints.complete_steps(pt) == [2]
+    assert (pt / model_files.VOCAB_FILE).is_file() and checkpoints.complete_steps(pt) == [2]
     assert pretrain(pt, 3, data["text"])["step"] == 3
     assert logged_steps(pt) == [1, 2, 3]  # resumed at step 2, not restarted
     assert checkpoints.complete_steps(pt)[-1] == 3 and (pt / checkpoints.BEST_DIR).is_dir()  # best by val loss
@@ -82,7 +84,7 @@ def test_pretrain_resume_finetune_export_and_continue_from_hf(data):
                    LENGTHS, f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(pt))}",
                    "OptimizerConfig.warmup_steps = 2")  # step 1: learning rate 0, the initial weights
     assert result["step"] == 2 and result["rationale_tokens"] > 0
-    assert (sbs / checkpoint_config.VOCAB_FILE).read_bytes() == (pt / checkpoint_config.VOCAB_FILE).read_bytes()
+    assert (sbs / model_files.VOCAB_FILE).read_bytes() == (pt / model_files.VOCAB_FILE).read_bytes()
     assert json.loads((sbs / train_loop.TEST_RESULTS_FILE).read_text())["test"]["accuracy"] >= 0
     pretrained = checkpoints.read_state_leaf(pt / "3", ("params", "encoder", "layers_0", "mlp", "wo", "kernel"))
     started = checkpoints.read_state_leaf(sbs / "2", ("params", "encoder", "layers_0", "mlp", "wo", "kernel"))
@@ -90,7 +92,7 @@ def test_pretrain_resume_finetune_export_and_continue_from_hf(data):
 
     hf = data["root"] / "hf"
     assert cli.main(["convert", "--from", str(pt), "--to", "hf", "--out", str(hf)]) == 0
-    assert (hf / "config.json").is_file() and (hf / checkpoint_config.VOCAB_FILE).is_file()
+    assert (hf / "config.json").is_file() and (hf / model_files.VOCAB_FILE).is_file()
     cont = data["root"] / "continued"
     assert pretrain(cont, 1, data["text"], f"INITIAL_CHECKPOINT_PATH = {json.dumps(str(hf))}")["step"] == 1
-    assert (cont / checkpoint_config.VOCAB_FILE).read_bytes() == (pt / checkpoint_config.VOCAB_FILE).read_bytes()
+    assert (cont / model_files.VOCAB_FILE).read_bytes() == (pt / model_files.VOCAB_FILE).read_bytes()

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import seqio
 
-import tasks  # noqa: F401  registers the tasks
-from t5x_sbs.data import pretrain_corpus, span_corruption, vocab
-from t5x_sbs.experiments import arith
+from t5x_sbs import tasks  # noqa: F401  registers the tasks
+from t5x_sbs.data import arith, pretrain_corpus, span_corruption, vocab
 
 LENGTHS = {"inputs": 64, "targets": 32}
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from t5x_sbs.experiments import arith
+from t5x_sbs.data import arith
 from t5x_sbs.progress import LineProgress, progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,7 @@ def test_lines_at_most_every_interval():
 
 
 def test_training_logger_writes_lines_to_a_log(tmp_path, capsys, monkeypatch):
-    from t5x_sbs.metrics_logging import MetricsLogger
+    from t5x_sbs.trainer.metrics_logging import MetricsLogger
 
     monkeypatch.setenv("T5X_SBS_PROGRESS_SECONDS", "0")
     logger = MetricsLogger(str(tmp_path), flops_per_step=1.0, tokens_per_step=8, peak_flops_per_device=None,

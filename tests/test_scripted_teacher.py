@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from t5x_sbs.experiments import arith
+from t5x_sbs.data import arith
 from t5x_sbs.records import Example
 from t5x_sbs.teacher import optimize, prompting, scripted
 from t5x_sbs.teacher.backends import BackendContext, TeacherRequest, make_backend

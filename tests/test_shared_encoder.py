@@ -1,4 +1,4 @@
-"""Shared-encoder step-by-step (t5x_sbs.shared_encoder): one encoder pass per example, label and
+"""Shared-encoder step-by-step (t5x_sbs.trainer.shared_encoder): one encoder pass per example, label and
 rationale decoded from it. Loss equal to the two-row layout's when the encoder sees the same
 input, the label path equal to the test-time (label-prefix-only) path, gradients from both terms,
 the index-based stream (layout, resume), and a gin run whose checkpoint evaluates."""
@@ -12,7 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from t5x_sbs import input_pipeline, losses, main, shared_encoder, trainer as trainer_lib
+from t5x_sbs import main
+from t5x_sbs.trainer import input_pipeline, losses, shared_encoder
+from t5x_sbs.trainer import train_step as trainer_lib
 from t5x_sbs.models.t5 import Transformer, init_params
 from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID
 from trainer_fixtures import examples, tiny_config

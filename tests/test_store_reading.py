@@ -9,7 +9,7 @@ import gin
 import pytest
 
 from t5x_sbs.data import sources
-from t5x_sbs.data.store_reading import TeacherReading, majority
+from t5x_sbs.teacher.store_reading import TeacherReading, majority
 from t5x_sbs.records import Example, TeacherRecord
 from t5x_sbs.teacher import ledger
 from t5x_sbs.teacher.store import StoreError, TeacherStore, read_store
@@ -100,7 +100,7 @@ def test_a_store_of_two_prompts_is_refused_or_read_by_the_chosen_one(tmp_path):
 
 def test_gin_setting_reaches_the_tasks_rows(tmp_path):
     pytest.importorskip("seqio")
-    from tasks import config, registry
+    from t5x_sbs.tasks import config, registry
 
     path = _write(tmp_path / "s.jsonl", DISAGREEING)
     examples = _examples()

@@ -6,10 +6,11 @@ import gin
 import pytest
 import seqio
 
-import tasks
-from t5x_sbs.data import eitnlp, sources
+from t5x_sbs import tasks
+from t5x_sbs.data import sources
+from t5x_sbs.teacher import eitnlp
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
-from tasks import asdiv, cqa, gsm8k, nli, registry, svamp
+from t5x_sbs.tasks import asdiv, cqa, gsm8k, nli, registry, svamp
 
 pytestmark = pytest.mark.shared_data
 LENGTHS = {"inputs": 96, "targets": 48}

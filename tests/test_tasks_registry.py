@@ -7,11 +7,11 @@ import pytest
 import seqio
 import tensorflow as tf
 
-import tasks
+from t5x_sbs import tasks
 from t5x_sbs.data import sources
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
-from tasks import registry
+from t5x_sbs.tasks import registry
 
 pytestmark = pytest.mark.shared_data
 LENGTHS = {"inputs": 96, "targets": 48}

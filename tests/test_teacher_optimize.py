@@ -13,7 +13,7 @@ import time
 import pytest
 
 from t5x_sbs import cli
-from t5x_sbs.experiments import arith
+from t5x_sbs.data import arith
 from t5x_sbs.teacher import optimize, scripted
 from t5x_sbs.teacher.store import read_store
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from t5x_sbs.data.parsing import parse_teacher_output
+from t5x_sbs.teacher.parsing import parse_teacher_output
 from t5x_sbs.records import Example
 from t5x_sbs.teacher import prompting
 from t5x_sbs.teacher.backends import parse_spec

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from t5x_sbs.data import sources
-from t5x_sbs.data.parsing import parse_teacher_output
+from t5x_sbs.teacher.parsing import parse_teacher_output
 from t5x_sbs.records import RecordError, TeacherRecord
-from t5x_sbs.teacher import cli as teacher_cli
+from t5x_sbs.cli import rationales as teacher_cli
 from t5x_sbs.teacher.ledger import summarize
 from t5x_sbs.teacher.store import TeacherStore, example_order
 
@@ -158,7 +158,7 @@ def test_arith_answers_parse_like_gsm8k():
 
 
 def test_scripted_teacher_goes_through_the_same_runner_and_ledger(tmp_path):
-    from t5x_sbs.experiments import arith
+    from t5x_sbs.data import arith
     from t5x_sbs.teacher.backends import BackendContext, make_backend
     from t5x_sbs.teacher.prompting import load_prompt
     from t5x_sbs.teacher.runner import RunOptions, Runner

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from t5x_sbs import train_loop
+from t5x_sbs.trainer import train_loop
 from test_trainer_loop import read_jsonl, run_train, svamp_bindings
 
 STEPS = 3

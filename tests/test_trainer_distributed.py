@@ -26,7 +26,9 @@ def worker(port: int, process_id: int, out_dir: pathlib.Path) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from t5x_sbs import checkpoints, distributed, partitioning as pt
+    from t5x_sbs import checkpoints
+    from t5x_sbs.trainer import distributed
+    from t5x_sbs.trainer import partitioning as pt
     from trainer_fixtures import MESH_STEPS, mesh_run
 
     distributed.maybe_initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=NUM_PROCESSES,
@@ -86,7 +88,8 @@ def _finish_workers(workers) -> None:
 @pytest.mark.distributed
 def test_two_processes_train_checkpoint_and_agree_with_one_process(tmp_path):
     import jax
-    from t5x_sbs import checkpoints, partitioning as pt
+    from t5x_sbs import checkpoints
+    from t5x_sbs.trainer import partitioning as pt
     from trainer_fixtures import LOSS_RTOL, MESH_STEPS, PARAM_ATOL, PARAM_RTOL, mesh_trainer, reference_run
 
     workers = _start_workers(tmp_path)

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoints, main, train_loop
+from t5x_sbs import checkpoints, main
+from t5x_sbs.trainer import train_loop
 from test_trainer_loop import run_train, svamp_bindings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

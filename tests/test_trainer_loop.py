@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoint_config, checkpoints, main, optimizers, train_loop
+from t5x_sbs import checkpoints, main
+from t5x_sbs.checkpoints import model_files
+from t5x_sbs.trainer import optimizers, train_loop
 from trainer_fixtures import batches as synthetic_batches, tiny_config
 
 TINY_MODEL = ["T5Config.vocab_size = 256", "T5Config.d_model = 32", "T5Config.d_kv = 8", "T5Config.d_ff = 64",
@@ -72,7 +74,7 @@ def _tensorboard_steps(model_dir, tag: str) -> list[int]:
 def test_train_writes_vocab_config_metrics_and_tensorboard(trained):
     model_dir, first, second, _ = trained
     assert (model_dir / "spiece.model").is_file() and (model_dir / "config.json").is_file()
-    assert checkpoint_config.load_model_config(model_dir).vocab_size == 256
+    assert model_files.load_model_config(model_dir).vocab_size == 256
     train_lines = [x for x in read_jsonl(model_dir / "metrics.jsonl") if "loss" in x]
     assert _tensorboard_steps(model_dir, "loss") == [x["step"] for x in train_lines]
     assert [x["step"] for x in train_lines] == list(range(1, 13))
@@ -168,7 +170,8 @@ def test_default_intervals_fit_short_runs():
 # ----------------------------------------------------------------------------- optimisation
 def _trainer(run_kw=None, model_kw=None, **opt_kw):
     """A one-device Trainer (compiles fast); multi-device equality is the partitioning tests' job."""
-    from t5x_sbs import partitioning, trainer as trainer_lib
+    from t5x_sbs.trainer import partitioning
+    from t5x_sbs.trainer import train_step as trainer_lib
     from t5x_sbs.models.t5 import Transformer
 
     config = optimizers.OptimizerConfig(**opt_kw)

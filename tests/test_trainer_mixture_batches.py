@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from t5x_sbs import input_pipeline, names
+from t5x_sbs import names
+from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
 
 pytestmark = pytest.mark.shared_data
@@ -25,7 +26,7 @@ def vocabulary(shared_data, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def configured(shared_data, vocabulary):
-    import tasks  # noqa: F401  registers the configurables
+    from t5x_sbs import tasks  # noqa: F401  registers the configurables
 
     gin.clear_config()
     gin.bind_parameter("tasks.config.data_dir.path", str(shared_data))

@@ -90,7 +90,9 @@ LOSS_RTOL, PARAM_RTOL, PARAM_ATOL = 1e-5, 1e-5, 1e-6
 
 def mesh_trainer(mesh_config, devices=None):
     """The tiny model with dropout 0.1, the default optimizer (Adafactor, T5X defaults), λ=0.5."""
-    from t5x_sbs import optimizers, partitioning as pt, trainer as tr
+    from t5x_sbs.trainer import optimizers
+    from t5x_sbs.trainer import partitioning as pt
+    from t5x_sbs.trainer import train_step as tr
     from t5x_sbs.models.t5 import Transformer
 
     opt = optimizers.OptimizerConfig()
@@ -135,7 +137,7 @@ _REFERENCE = {}
 def reference_run():
     """The one-device run every sharded run is compared with (computed once per process)."""
     import jax
-    from t5x_sbs import partitioning as pt
+    from t5x_sbs.trainer import partitioning as pt
 
     if not _REFERENCE:
         losses, params, first, _ = mesh_run(pt.MeshConfig(1, 1, 1), jax.devices()[:1])

@@ -23,14 +23,15 @@ import ml_dtypes
 import numpy as np
 from safetensors.numpy import save_file
 
-from t5x_sbs import checkpoint_config, checkpoints
+from t5x_sbs import checkpoints
+from t5x_sbs.checkpoints import model_files
 from t5x_sbs.convert.hf_names import TensorRule, ours_to_hf_config, tensor_rules
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 DEFAULT_SHARD_BYTES = 5 * 1024**3
-VOCAB_FILE = checkpoint_config.VOCAB_FILE
+VOCAB_FILE = model_files.VOCAB_FILE
 
 
 @dataclasses.dataclass
@@ -127,7 +128,7 @@ def export_hf(source_path: str | os.PathLike, out_dir: str | os.PathLike, *, dty
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     step_dir = checkpoints.resolve_step_dir(source_path)
-    config = checkpoint_config.load_model_config(step_dir)
+    config = model_files.load_model_config(step_dir)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = _SourceParams(step_dir)
@@ -170,8 +171,8 @@ def _write_configs(out_dir: pathlib.Path, config, dtype: str) -> list[str]:
 
 
 def find_vocab(step_dir: pathlib.Path) -> pathlib.Path | None:
-    """spiece.model saved beside the checkpoint's config.json (written by checkpoint_config.save_model_config)."""
-    candidate = checkpoint_config.find_model_config(step_dir).parent / VOCAB_FILE
+    """spiece.model saved beside the checkpoint's config.json (written by model_files.save_model_config)."""
+    candidate = model_files.find_model_config(step_dir).parent / VOCAB_FILE
     return candidate if candidate.is_file() else None
 
 

@@ -28,7 +28,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from t5x_sbs import checkpoint_config, checkpoints
+from t5x_sbs import checkpoints
+from t5x_sbs.checkpoints import model_files
 
 SUPPORTED = ("a T5X step dir `checkpoint_<step>/` with a msgpack `checkpoint` file (legacy "
              "msgpack+TensorStore) or an Orbax `_METADATA` file, or a MODEL_DIR holding such dirs")
@@ -39,7 +40,7 @@ def save_as_ours(out_dir, config, params: dict, *, vocab=None, step: int = 0) ->
     out_dir = pathlib.Path(out_dir)
     with checkpoints.CheckpointManager(out_dir, save_interval_steps=1, async_save=False) as manager:
         manager.save(step, {"params": params}, force=True)
-    checkpoint_config.save_model_config(out_dir, config, vocabulary=vocab)
+    model_files.save_model_config(out_dir, config, vocabulary=vocab)
     return out_dir / str(step)
 
 

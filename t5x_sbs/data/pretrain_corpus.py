@@ -8,7 +8,7 @@ Documents (one text each, `Document.source` says where it came from):
   explanations;
 - teacher rationales of those train examples: the paper's PaLM outputs (cqa, svamp, and the
   ANLI-R1 train outputs, whose inputs are not here) and the third-party `eitnlp_cot` sets,
-  aligned to our ids by `t5x_sbs.data.eitnlp` (rows of our validation/test are never used).
+  aligned to our ids by `t5x_sbs.teacher.eitnlp` (rows of our validation/test are never used).
 e-SNLI contributes nothing (its train inputs and rationales are absent).
 
 Decontamination: every validation and test question, premise, hypothesis and (SVAMP/ASDiv)
@@ -74,7 +74,7 @@ def _palm(dataset: str, data_dir: str, train_ids: set[str]) -> list[Document]:
 
 def _anli_palm(data_dir: str) -> list[Document]:
     """ANLI-R1 train rationales: the stored PaLM outputs, parsed; their inputs are not here."""
-    from t5x_sbs.data.parsing import parse_teacher_output
+    from t5x_sbs.teacher.parsing import parse_teacher_output
 
     docs = []
     for i, raw in enumerate(sources.load_palm_outputs("anli1", data_dir, "train")):
@@ -85,7 +85,7 @@ def _anli_palm(data_dir: str) -> list[Document]:
 
 
 def _eitnlp(dataset: str, data_dir: str, train_ids: set[str]) -> list[Document]:
-    from t5x_sbs.data import eitnlp
+    from t5x_sbs.teacher import eitnlp
 
     docs = []
     for path in sorted(glob.glob(os.path.join(data_dir, dataset, "eitnlp_cot", "*.json"))):

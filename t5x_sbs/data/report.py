@@ -20,7 +20,8 @@ import statistics
 import sys
 
 from t5x_sbs import metrics
-from t5x_sbs.data import sources, store_reading
+from t5x_sbs.data import sources
+from t5x_sbs.teacher import store_reading
 
 
 def _label_correct(dataset: str, output: sources.TeacherOutput) -> bool:

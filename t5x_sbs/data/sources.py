@@ -19,7 +19,7 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
-from t5x_sbs.data.parsing import NLI_LABELS, ParsedOutput, parse_teacher_output
+from t5x_sbs.teacher.parsing import NLI_LABELS, ParsedOutput, parse_teacher_output
 from t5x_sbs.records import Example, InputError, iter_jsonl
 
 SPLITS = ("train", "validation", "test")
@@ -375,7 +375,7 @@ def load_palm_teacher(dataset: str, data_dir: str, split: str) -> list[TeacherOu
 def teacher_from_store(path: str, examples: list[Example], file_examples: list[Example] | None = None,
                        *, require_all: bool = True, reading=None) -> list[TeacherOutput]:
     """A store aligned to `examples` by the one reading rule (`store_reading.teacher_from_store`)."""
-    from t5x_sbs.data import store_reading
+    from t5x_sbs.teacher import store_reading
 
     return store_reading.teacher_from_store(path, examples, file_examples, require_all=require_all,
                                             reading=reading)

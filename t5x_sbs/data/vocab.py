@@ -99,7 +99,7 @@ def dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",
 def pretrain_texts(data_dir: str, text_files: list[str] | None = None, jsonl_field: str = "text") -> list[str]:
     """The pretraining corpus' documents: ../shared/data's (decontaminated) or your files'."""
     if text_files:
-        from tasks.pretrain import read_text_documents
+        from t5x_sbs.tasks.pretrain import read_text_documents
 
         return [t for path in text_files for _, t in read_text_documents(path, jsonl_field)]
     from t5x_sbs.data import pretrain_corpus
@@ -112,13 +112,13 @@ def initial_checkpoint_vocabulary(path: str | None) -> str | None:
     checkpoint's config.json (MODEL_DIR, a step dir, best/<step>); None when there is none."""
     if not path:
         return None
-    from t5x_sbs import checkpoint_config
+    from t5x_sbs.checkpoints import model_files
 
     try:
-        home = os.path.dirname(checkpoint_config.find_model_config(path))
+        home = os.path.dirname(model_files.find_model_config(path))
     except FileNotFoundError:
         return None
-    candidate = os.path.join(home, checkpoint_config.VOCAB_FILE)
+    candidate = os.path.join(home, model_files.VOCAB_FILE)
     return candidate if os.path.isfile(candidate) else None
 
 

@@ -28,7 +28,8 @@ import shlex
 import sys
 import time
 
-from t5x_sbs.experiments import arith, runner, tables
+from t5x_sbs.experiments import runner, tables
+from t5x_sbs.data import arith
 from t5x_sbs.user_errors import int_list, non_negative_float, non_negative_int, positive_float, positive_int
 
 DEMO_METHODS = ("standard_finetune", "standard_distill", "sbs_teacher")
@@ -143,7 +144,7 @@ def report_coverage(args, data_dir: str, store: str) -> None:
     """Says when the teacher was asked only part of the data (`--teacher_args '--limit N'`): the
     tasks then train every method on the annotated train examples (register's coverage binding)."""
     from t5x_sbs.records import read_records
-    from t5x_sbs.teacher import cli as teacher_cli
+    from t5x_sbs.cli import rationales as teacher_cli
 
     asked = {r.id for r in read_records(store)}
     counts = {}
@@ -163,7 +164,7 @@ def register(args, data_dir: str, store: str) -> tuple[str, ...]:
     the same annotated examples instead of failing on the unasked ones (tasks.config.teacher_coverage)."""
     coverage = 'tasks.config.teacher_coverage.mode = "annotated"'
     if args.dataset == "arith":
-        from tasks.custom import register_jsonl_dataset
+        from t5x_sbs.tasks.custom import register_jsonl_dataset
 
         register_jsonl_dataset(
             "arith", train_path=os.path.join(data_dir, "train.jsonl"),
@@ -179,7 +180,7 @@ def vocabulary(args, data_dir: str, store: str) -> str:
     if args.spm_path:
         return args.spm_path
     from t5x_sbs.records import read_records
-    from t5x_sbs.teacher import cli as teacher_cli
+    from t5x_sbs.cli import rationales as teacher_cli
 
     texts = []
     for split in ("train", "validation"):
@@ -190,7 +191,7 @@ def vocabulary(args, data_dir: str, store: str) -> str:
 
 def vocabulary_from_texts(args, texts: list[str]) -> str:
     from t5x_sbs.data.vocab import train_sentencepiece
-    from tasks import config as task_config
+    from t5x_sbs.tasks import config as task_config
 
     prefixes = " ".join(task_config.prefixes().values())
     path = train_sentencepiece(texts + [prefixes] * 20, os.path.join(args.out_dir, "vocab", "spm.model"),
@@ -243,8 +244,8 @@ def pretrained_student(args, data_dir: str, spm_path: str) -> dict:
     if args.initial_checkpoint or args.pretrain_steps <= 0:
         return {"initial_checkpoint": args.initial_checkpoint, "vocab_rows": None, "spm_path": spm_path}
     from t5x_sbs.experiments import pretrained
-    from t5x_sbs.teacher import cli as teacher_cli
-    from tasks import config as task_config
+    from t5x_sbs.cli import rationales as teacher_cli
+    from t5x_sbs.tasks import config as task_config
 
     task_texts = [e.text for e in teacher_cli.load_examples(args.dataset, data_dir, "train")]
     shared = (args.data_dir or task_config.data_dir()) if args.pretrain_corpus == "shared" else None
@@ -263,8 +264,8 @@ def export_and_answer(args, row: dict, spm_path: str, data_dir: str) -> dict:
     import transformers
 
     from t5x_sbs.convert.hf_export import export_hf
-    from t5x_sbs.teacher import cli as teacher_cli
-    from tasks import config as task_config
+    from t5x_sbs.cli import rationales as teacher_cli
+    from t5x_sbs.tasks import config as task_config
 
     hf_dir = os.path.join(args.out_dir, "hf_student")
     export_hf(runner.best_step_dir(row["model_dir"]), hf_dir, vocab=spm_path)
@@ -285,7 +286,7 @@ def majority_baseline(args, data_dir: str) -> str:
     """What "chance" means here: always answering the most frequent gold train label."""
     import collections
 
-    from t5x_sbs.teacher import cli as teacher_cli
+    from t5x_sbs.cli import rationales as teacher_cli
 
     train = collections.Counter(e.gold for e in teacher_cli.load_examples(args.dataset, data_dir, "train"))
     label = train.most_common(1)[0][0]

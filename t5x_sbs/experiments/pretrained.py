@@ -77,7 +77,7 @@ def vocab_rows(spm_path: str) -> int:
 def train_vocabulary(documents: list[str], spm_path: str, vocab_size: int) -> str:
     """Unigram SentencePiece on the corpus, the task prefixes and REQUIRED_CHARACTERS."""
     from t5x_sbs.data.vocab import train_sentencepiece
-    from tasks import config as task_config
+    from t5x_sbs.tasks import config as task_config
 
     prefixes = " ".join(task_config.prefixes().values())
     coverage = " ".join(REQUIRED_CHARACTERS)
@@ -88,7 +88,8 @@ def pretrain(spec: PretrainSpec, documents: list[str], say=print) -> Pretrained:
     """Pretrains (or resumes, or reuses) the student; returns where it is."""
     import gin
 
-    from t5x_sbs import checkpoints, main, train_loop
+    from t5x_sbs import checkpoints, main
+    from t5x_sbs.trainer import train_loop
 
     text = "".join(d.replace("\n", " ") + "\n" for d in documents)
     home = os.path.join(spec.root, key(spec, hashlib.sha256(text.encode()).hexdigest()))

@@ -1,8 +1,8 @@
 """Train one cell through the trainer and score it the way the paper does.
 
-A cell = one trainer run (t5x_sbs.train_loop, configured by gin: the model file, gin/runs/
+A cell = one trainer run (t5x_sbs.trainer.train_loop, configured by gin: the model file, gin/runs/
 demo.gin and the bindings below) in its own MODEL_DIR; rerunning resumes from its checkpoints.
-Scores are the trainer's own (t5x_sbs.evaluation): greedy answers from the label prefix alone
+Scores are the trainer's own (t5x_sbs.trainer.evaluation): greedy answers from the label prefix alone
 (no rationale), scored with the task's seqio metric; the best checkpoint is kept by validation
 accuracy and test is evaluated at it (MODEL_DIR/test_results.json).
 """
@@ -97,7 +97,8 @@ def train(spec: TrainSpec) -> dict:
     """Runs (or resumes) the trainer in this process with a fresh gin config."""
     import gin
 
-    from t5x_sbs import main, train_loop
+    from t5x_sbs import main
+    from t5x_sbs.trainer import train_loop
 
     gin.clear_config()
     main.parse_gin([spec.model_gin, RUN_GIN], gin_bindings(spec), search_paths=[REPO])
@@ -110,7 +111,8 @@ def test_correctness(spec: TrainSpec) -> list[float]:
     at a time by the task's own seqio metric. For paired tests across methods and seeds."""
     import gin
 
-    from t5x_sbs import evaluation, main
+    from t5x_sbs import main
+    from t5x_sbs.trainer import evaluation
 
     path = os.path.join(spec.model_dir, "predictions_test.jsonl")
     gin.clear_config()
@@ -166,7 +168,7 @@ def prepare(config) -> tuple[str, str, tuple[str, ...]]:
         vocab_size=config.vocab_size, spm_path=config.spm_path)
     data_dir = demo.prepare_data(args)
     if config.dataset != "arith" and config.teacher.startswith("replay:"):
-        import tasks  # noqa: F401  paper datasets replay the PaLM outputs by default
+        from t5x_sbs import tasks  # noqa: F401  paper datasets replay the PaLM outputs by default
         spm_path = config.spm_path or demo.vocabulary_from_texts(args, _paper_texts(config.dataset, data_dir))
         return data_dir, spm_path, ()
     store = demo.annotate(args, data_dir)

@@ -54,7 +54,7 @@ class TeacherResponse:
 
     Exactly one of these holds:
       * `text` is set (and `status` None): the runner parses it with
-        `t5x_sbs.data.parsing.parse_teacher_output` -> ok / unparseable;
+        `t5x_sbs.teacher.parsing.parse_teacher_output` -> ok / unparseable;
       * `rationale` and `label` are set (and `status` None): already parsed -> ok;
       * `status` is "blocked", "truncated" or "failed": `error` says why, `text` keeps any
         partial answer.

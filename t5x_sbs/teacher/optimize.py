@@ -102,7 +102,7 @@ def extract_instruction(text: str | None) -> str | None:
 def train_examples(dataset: str, data_dir: str) -> list[Example]:
     """The train examples the tasks train on (a source dataset's validation carve-out excluded)."""
     from t5x_sbs.data import sources
-    from t5x_sbs.teacher import cli as teacher_cli
+    from t5x_sbs.cli import rationales as teacher_cli
     if dataset in sources.DATASETS:
         return sources.split_examples(dataset, data_dir, "train")
     return teacher_cli.load_examples(dataset, data_dir, "train")

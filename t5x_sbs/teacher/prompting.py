@@ -2,7 +2,7 @@
 
 A template file holds, per dataset: the query template (how one example is asked), the
 answer template (how a demonstration's rationale and label are written, i.e. the format
-`t5x_sbs.data.parsing` expects), stop sequences that cut the hallucinated continuation, and
+`t5x_sbs.teacher.parsing` expects), stop sequences that cut the hallucinated continuation, and
 two styles: `few_shot` (~10 chain-of-thought demonstrations, Wei et al. style) and
 `zero_shot` (an instruction only; optionally JSON through the SDK's response schema).
 

@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from t5x_sbs.data.parsing import parse_teacher_output
+from t5x_sbs.teacher.parsing import parse_teacher_output
 from t5x_sbs.progress import progress
 from t5x_sbs.records import USAGE_FIELDS, Example, TeacherRecord
 from t5x_sbs.teacher import ledger

@@ -1,7 +1,7 @@
 """The `scripted:` teacher: a deterministic, offline stand-in for an LLM on the built-in task.
 
 `--teacher scripted:arith[,error_rate=0.2][,seed=0][,temperature=1][,repair=0.5]` solves each
-arithmetic word problem from its question text (t5x_sbs.experiments.arith.parse_question)
+arithmetic word problem from its question text (t5x_sbs.data.arith.parse_question)
 and writes the chain of computations as its rationale. Like a real LLM it is sometimes
 wrong: for a hashed `error_rate` share of examples it slips at one step (a misread operand
 or operator) and then computes the rest correctly from the wrong value, so the wrong label
@@ -33,7 +33,7 @@ import math
 import random
 import re
 
-from t5x_sbs.experiments import arith
+from t5x_sbs.data import arith
 from t5x_sbs.teacher.backends import BackendContext, TeacherBackend, TeacherRequest, TeacherResponse
 
 DEFAULT_ERROR_RATE = 0.2

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from t5x_sbs import input_pipeline
+from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.names import LABEL_TASK_ID, PAD_TASK_ID, RATIONALE_TASK_ID
 
 LOSS_MODE = "shared_encoder"
@@ -130,7 +130,7 @@ class SharedEncoderBatches(input_pipeline.TrainBatches):
 
 def rationale_prefix_tokens(task) -> np.ndarray:
     """The rationale prefix (tasks.config.prefixes, e.g. 'explain:') in the task's vocabulary."""
-    from tasks import config
+    from t5x_sbs.tasks import config
 
     text = config.prefixes()["rationale"].strip()
     return np.asarray(task.output_features["targets"].vocabulary.encode(text) if text else [], np.int32)

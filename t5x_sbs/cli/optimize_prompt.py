@@ -17,7 +17,7 @@ import json
 import os
 
 from t5x_sbs.teacher import backends, optimize, prompting
-from t5x_sbs.teacher import cli as teacher_cli
+from t5x_sbs.cli import rationales as teacher_cli
 from t5x_sbs.teacher.runner import RunOptions
 
 

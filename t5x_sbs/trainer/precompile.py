@@ -17,7 +17,7 @@ and `compiled.memory_analysis()` / `cost_analysis()` say what one device needs:
   rematerialisation); `flops_per_step` = that times the device count. XLA counts a while-loop
   body once, so with `scan_layers=True` this misses all but one layer per stack;
 - `model_flops_per_step`: 6·(N_enc·input tokens + N_dec·target tokens), the trainer's MFU
-  numerator (t5x_sbs.metrics_logging); `step_time_at_peak_s` = that / (devices × peak) when
+  numerator (t5x_sbs.trainer.metrics_logging); `step_time_at_peak_s` = that / (devices × peak) when
   PEAK_FLOPS_PER_DEVICE is bound (gin/hardware/*.gin): the step time at 100% MFU.
 
 On CPU these come from the CPU compiler's buffer assignment; the GPU/TPU compilers fuse and
@@ -34,8 +34,8 @@ from typing import Any
 import gin
 import jax
 
-from t5x_sbs import optimizers, train_loop
-from t5x_sbs.metrics_logging import flops_per_step
+from t5x_sbs.trainer import optimizers, train_loop
+from t5x_sbs.trainer.metrics_logging import flops_per_step
 
 UNSET_RUN_MACROS = {"MODEL_DIR": "''", "MIXTURE_OR_TASK_NAME": "''"}  # a compile needs neither
 

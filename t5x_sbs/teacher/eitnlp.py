@@ -6,7 +6,7 @@ The files (`../shared/data/{cqa,svamp,gsm8k}/eitnlp_cot/*.json`) are JSON lists 
 CQA rebuilt as "Q: question Answer choices: A: c1, B: c2, ..."), so a user can train on
 Gemini / LLaMA / ChatGPT rationales instead of PaLM's:
 
-    python -m t5x_sbs.data.eitnlp --data_dir ../shared/data --dataset svamp \
+    python -m t5x_sbs.teacher.eitnlp --data_dir ../shared/data --dataset svamp \
         --file ../shared/data/svamp/eitnlp_cot/SVAMP_gemini_level1_ranked.json --output stores/svamp_gemini.jsonl
     # gin: tasks.config.teacher_files.files = {'svamp': 'stores/svamp_gemini.jsonl'}
 
@@ -27,7 +27,7 @@ import re
 import sys
 
 from t5x_sbs.data import sources
-from t5x_sbs.data.parsing import ParsedOutput, parse_gsm8k
+from t5x_sbs.teacher.parsing import ParsedOutput, parse_gsm8k
 from t5x_sbs.records import Example, TeacherRecord
 
 EITNLP_DATASETS = ("cqa", "svamp", "gsm8k")

@@ -16,9 +16,13 @@ import os
 import gin
 import jax
 
-from t5x_sbs import (checkpoint_config, checkpoints, evaluation, initial_params, input_pipeline, optimizers,
-                     partitioning, preemption, shared_encoder, trainer as trainer_lib)
-from t5x_sbs.metrics_logging import MetricsLogger, flops_per_step
+from t5x_sbs import checkpoints
+from t5x_sbs.checkpoints import model_files
+from t5x_sbs.trainer import evaluation
+from t5x_sbs.checkpoints import initial_params
+from t5x_sbs.trainer import input_pipeline, optimizers, partitioning, preemption, shared_encoder
+from t5x_sbs.trainer import train_step as trainer_lib
+from t5x_sbs.trainer.metrics_logging import MetricsLogger, flops_per_step
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.t5 import Transformer
 
@@ -126,14 +130,14 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
     """The SentencePiece model of a run: SPM_PATH when bound, else MODEL_DIR/spiece.model (a resumed
     run, or `checkpoints_dir` for eval/infer), else (training) one trained on the task's train texts.
     Binds it for the tasks and checks it fits the model's embedding."""
-    from tasks import config as task_config
+    from t5x_sbs.tasks import config as task_config
     from t5x_sbs.data import vocab as vocab_lib
 
     try:
         path = task_config.vocabulary_path()
     except ValueError:
         path = None
-    kept = os.path.join(checkpoints_dir or run.model_dir, checkpoint_config.VOCAB_FILE)
+    kept = os.path.join(checkpoints_dir or run.model_dir, model_files.VOCAB_FILE)
     initial = vocab_lib.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
     if path is None and os.path.isfile(kept):
         path = kept
@@ -142,7 +146,7 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
         path = initial
         log.info("vocabulary: %s (the initial checkpoint's)", path)
     elif path is None and train_if_missing:
-        path = os.path.join(run.model_dir, checkpoint_config.VOCAB_FILE)
+        path = os.path.join(run.model_dir, model_files.VOCAB_FILE)
         rows = model_config.vocab_size - task_config.vocabulary_extra_ids() if model_config else run.auto_vocab_size
         size = min(run.auto_vocab_size, rows)  # the sentinels (extra ids) need rows too
         task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
@@ -170,7 +174,7 @@ def _primary_then_others(fn) -> None:
 def _check_vocab_size(path: str, model_config: T5Config) -> None:
     import seqio
 
-    from tasks import config as task_config
+    from t5x_sbs.tasks import config as task_config
 
     size = seqio.SentencePieceVocabulary(path, extra_ids=task_config.vocabulary_extra_ids()).vocab_size  # + sentinels
     if size > model_config.vocab_size:
@@ -332,10 +336,10 @@ def train(run: RunConfig, **build_overrides) -> dict:
     os.makedirs(run.model_dir, exist_ok=True)
     model_config, part, trainer = build(run, **build_overrides)
     spm = resolve_vocabulary(run, model_config, train_if_missing=True)
-    kept_vocab = os.path.join(run.model_dir, checkpoint_config.VOCAB_FILE)
+    kept_vocab = os.path.join(run.model_dir, model_files.VOCAB_FILE)
     same = os.path.exists(kept_vocab) and os.path.samefile(spm, kept_vocab)
     if jax.process_index() == 0:
-        checkpoint_config.save_model_config(run.model_dir, model_config, vocabulary=None if same else spm)
+        model_files.save_model_config(run.model_dir, model_config, vocabulary=None if same else spm)
     task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
     manager = checkpoints.CheckpointManager(run.model_dir, save_interval_steps=run.interval("checkpoint"),
                                             max_to_keep=run.keep_checkpoints)

@@ -20,7 +20,7 @@ import os
 from typing import Sequence
 
 from t5x_sbs import metrics
-from t5x_sbs.data.parsing import ParsedOutput
+from t5x_sbs.teacher.parsing import ParsedOutput
 from t5x_sbs.data.sources import DataError, TeacherOutput, canonical_split_or_none
 from t5x_sbs.records import Example, TeacherRecord
 

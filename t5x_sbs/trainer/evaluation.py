@@ -21,7 +21,8 @@ import numpy as np
 import seqio
 from jax.experimental import multihost_utils
 
-from t5x_sbs import checkpoints, input_pipeline
+from t5x_sbs import checkpoints
+from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class EvalConfig:
 def label_task_name(mixture_or_task_name: str) -> str:
     """The task decoded for metrics: `{ds}_label_gold` when registered, else the mixture's first
     task that has metric functions (its label task), else the task itself."""
-    import tasks  # noqa: F401  registers every task and mixture
+    from t5x_sbs import tasks  # noqa: F401  registers every task and mixture
 
     match = re.fullmatch(r"(.+)_(?:sbs|standard|label)_(gold|llm)(?:_paired)?", mixture_or_task_name)
     if match and f"{match.group(1)}_label_gold" in seqio.TaskRegistry.names():
@@ -183,7 +184,7 @@ def _restore(run, cfg, trainer):
 
 def _input_file_batches(path: str, lengths, batch_size: int, vocabulary, eos_id: int) -> list[dict]:
     """Raw texts (one per line) -> global encoder batches, with the label prefix, truncated, EOS-ended."""
-    from tasks import config as task_config
+    from t5x_sbs.tasks import config as task_config
 
     prefix = task_config.prefixes()["label"]
     lines = [line.rstrip("\n") for line in open(path, encoding="utf-8")]
@@ -201,7 +202,7 @@ def _input_file_batches(path: str, lengths, batch_size: int, vocabulary, eos_id:
 
 
 def run_mode(mode: str) -> int:
-    from t5x_sbs import train_loop
+    from t5x_sbs.trainer import train_loop
 
     run, cfg = train_loop.RunConfig(), EvalConfig()
     source_dir = cfg.checkpoint_path or run.model_dir

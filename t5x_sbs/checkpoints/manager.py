@@ -34,10 +34,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from t5x_sbs.checkpoint_integrity import (  # noqa: F401  (re-exported: one place for completeness)
+from t5x_sbs.checkpoints.integrity import (  # noqa: F401  (re-exported: one place for completeness)
     COMMIT_FILE, ORBAX_STEP_METADATA, CheckpointError, complete_steps, incomplete_reason, remove_leftovers,
     set_aside, write_commit_record)
-from t5x_sbs.checkpoint_config import jsonable
+from t5x_sbs.checkpoints.model_files import jsonable
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from t5x_sbs import losses
+from t5x_sbs.trainer import losses
 from t5x_sbs.models import decoding
-from t5x_sbs.partitioning import BATCH_AXES, Partitioner
+from t5x_sbs.trainer.partitioning import BATCH_AXES, Partitioner
 
 MODEL_INPUTS = (
     "encoder_input_tokens",
@@ -35,7 +35,7 @@ MODEL_INPUTS = (
     "decoder_segment_ids",
     "encoder_positions",
     "decoder_positions",
-    "decoder_encoder_segment_ids",  # shared-encoder batches only (t5x_sbs.shared_encoder)
+    "decoder_encoder_segment_ids",  # shared-encoder batches only (t5x_sbs.trainer.shared_encoder)
 )
 
 
