@@ -58,7 +58,8 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] = (
 
     import t5x_sbs.trainer.train_loop  # noqa: F401  registers the configurables the run files bind
     import t5x_sbs.trainer.evaluation  # noqa: F401
-    from t5x_sbs import tasks  # noqa: F401  registers tasks and their gin settings (tasks.config.*)
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     import pathlib
 

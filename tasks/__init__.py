@@ -1,9 +1,7 @@
-"""SeqIO tasks and mixtures; `import tasks` registers every built-in dataset.
+"""SeqIO tasks and mixtures (installed as `t5x_sbs.tasks`); importing it registers nothing.
 
-One module per dataset (cqa, cose, svamp, nli = anli1 + esnli, gsm8k, asdiv); names, mixtures
-and rates: tasks/registry.py; gin settings: tasks/config.py. Custom JSONL datasets:
-`tasks.custom.register_jsonl_dataset`. Span-corruption pretraining: tasks/pretrain.py.
+One module per dataset (cqa, cose, svamp, nli = anli1 + esnli, gsm8k, asdiv), each with a
+`register()`; `catalog.register_all()` registers them all. Names, mixtures and rates:
+tasks/registry.py; gin settings: tasks/config.py (gin names `tasks.config.*`). Custom JSONL
+datasets: `tasks.custom.register_jsonl_dataset`. Span-corruption pretraining: tasks/pretrain.py.
 """
-from t5x_sbs.tasks import paper  # noqa: F401  (registers the built-in datasets)
-from t5x_sbs.tasks import pretrain  # noqa: F401  (span-corruption pretraining tasks)
-from t5x_sbs.tasks.custom import register_jsonl_dataset  # noqa: F401

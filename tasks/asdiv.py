@@ -8,9 +8,23 @@ The mixtures `svamp_asdiv_{standard,sbs}_{gold,llm}` are SVAMP's mixture plus `a
 `tasks.config.mixture_rates.mode = 'examples'` every problem is drawn equally often (a
 concatenation, as the paper's code does); the default rates each task 1.
 """
-from t5x_sbs.tasks import svamp  # noqa: F401  (the base mixtures must exist first)
+import functools
+
+from t5x_sbs.tasks import svamp
 from t5x_sbs.tasks.registry import builtin_spec, register_augmented_mixtures, register_dataset
 
 METRIC = "equation"
-TASKS = register_dataset(builtin_spec("asdiv", METRIC))
-SVAMP_MIXTURES = register_augmented_mixtures("svamp", "asdiv")
+
+
+@functools.cache
+def register() -> dict[str, list[str]]:
+    """Registers the asdiv tasks once; returns their names."""
+    return register_dataset(builtin_spec("asdiv", METRIC))
+
+
+@functools.cache
+def register_svamp_mixtures() -> dict[str, list[str]]:
+    """Registers the svamp_asdiv_* mixtures (SVAMP's and ASDiv's tasks first); returns their names."""
+    svamp.register()
+    register()
+    return register_augmented_mixtures("svamp", "asdiv")

@@ -6,7 +6,7 @@
                            teacher_file="stores/mytask.jsonl")
 
 or from gin: `tasks.custom.register_jsonl_dataset.name = 'mytask'` ... and call it (e.g.
-`import tasks.custom` plus a `@tasks.custom.register_jsonl_dataset()` binding evaluated by the
+`import t5x_sbs.tasks.custom` plus a `@tasks.custom.register_jsonl_dataset()` binding evaluated by the
 run script). This registers `mytask_label_gold`, `mytask_sbs_llm`, ... like any built-in dataset.
 Ids are the `id_field` when given, else `<split>-<line index>`; a missing validation file means
 a 10% carve-out of train by id hash.

@@ -18,6 +18,7 @@ sentinels: `tasks.config.vocabulary_extra_ids.extra_ids = 100` (gin/runs/pretrai
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -168,5 +169,8 @@ def _rekey_text(ds: tf.data.Dataset) -> tf.data.Dataset:
     return seqio.preprocessors.rekey(ds, key_map={"targets": "text"})
 
 
-TASKS = [_add_task(SHARED_TASK, _shared_dataset), _add_task(TEXT_TASK, _text_dataset),
-         _add_task(C4_TASK, _c4_dataset)]
+@functools.cache
+def register() -> list[str]:
+    """Registers the three span-corruption tasks once; returns their names."""
+    return [_add_task(SHARED_TASK, _shared_dataset), _add_task(TEXT_TASK, _text_dataset),
+            _add_task(C4_TASK, _c4_dataset)]

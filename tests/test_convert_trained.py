@@ -118,7 +118,8 @@ def eval_rows(run, count=6):
     import gin
 
     from t5x_sbs.trainer import input_pipeline
-    from t5x_sbs import tasks  # noqa: F401
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
     import seqio
 
     gin.clear_config()

@@ -235,7 +235,8 @@ def test_partial_teacher_store_tasks_use_the_annotated_examples(tmp_path, shared
     import gin
     import seqio
 
-    import tasks.paper  # noqa: F401  (registers svamp)
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
     from t5x_sbs.data import sources, vocab
     from t5x_sbs.records import TeacherRecord
 
@@ -282,7 +283,8 @@ def test_demo_replay_palm_svamp_steps_1_and_2(tmp_path, capsys, shared_data):
     import gin
     import seqio
 
-    import tasks.paper  # noqa: F401  (registers svamp)
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
     from t5x_sbs.experiments import demo
 
     parser = argparse.ArgumentParser()

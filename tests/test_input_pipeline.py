@@ -26,7 +26,8 @@ def vocabulary(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixture_rows(shared_data, vocabulary):
     """(rows, rates) of svamp_sbs_llm and the rows of its paired task, read once."""
-    from t5x_sbs import tasks  # noqa: F401
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     gin.clear_config()
     gin.bind_parameter("tasks.config.data_dir.path", str(shared_data))

@@ -65,7 +65,8 @@ def test_asdiv_originals_of_svamp_test_problems_are_excluded(corpus, shared_data
 
 
 def test_a_corpus_vocabulary_tokenizes_the_finetuning_tasks_identically_with_sentinels(corpus, shared_data, tmp_path):
-    from t5x_sbs import tasks  # noqa: F401
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     path = vocab.train_sentencepiece([d.text for d in corpus[::20]], str(tmp_path / "spiece.model"), 1000)
     ids = {}

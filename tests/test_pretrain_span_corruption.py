@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import seqio
 
-from t5x_sbs import tasks  # noqa: F401  registers the tasks
 from t5x_sbs.data import arith, pretrain_corpus, span_corruption, vocab
+from t5x_sbs.tasks import catalog
+
+catalog.register_all()  # the span-corruption tasks
 
 LENGTHS = {"inputs": 64, "targets": 32}
 

@@ -6,11 +6,12 @@ import gin
 import pytest
 import seqio
 
-from t5x_sbs import tasks
 from t5x_sbs.data import sources
 from t5x_sbs.teacher import eitnlp
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
-from t5x_sbs.tasks import asdiv, cqa, gsm8k, nli, registry, svamp
+from t5x_sbs.tasks import asdiv, catalog, cqa, gsm8k, nli, registry, svamp
+
+catalog.register_all()
 
 pytestmark = pytest.mark.shared_data
 LENGTHS = {"inputs": 96, "targets": 48}
@@ -48,9 +49,9 @@ def _bind(**params):
 
 
 def test_one_module_per_dataset():
-    assert "cqa_sbs_llm" in cqa.TASKS and "svamp_label_gold" in svamp.TASKS and "gsm8k_sbs_llm" in gsm8k.TASKS
-    assert {"anli1", "esnli"} == set(nli.TASKS) and "asdiv_rationale_llm" in asdiv.TASKS
-    assert set(tasks.paper.REGISTERED) >= {"cqa", "cose", "svamp", "anli1", "esnli", "gsm8k", "asdiv"}
+    assert "cqa_sbs_llm" in cqa.register() and "svamp_label_gold" in svamp.register() and "gsm8k_sbs_llm" in gsm8k.register()
+    assert {"anli1", "esnli"} == set(nli.register()) and "asdiv_rationale_llm" in asdiv.register()
+    assert set(catalog.register_all()) >= {"cqa", "cose", "svamp", "anli1", "esnli", "gsm8k", "asdiv"}
     assert {t.name for t in seqio.get_mixture_or_task("svamp_asdiv_sbs_llm").tasks} == {
         "svamp_label_llm", "svamp_rationale_llm", "asdiv_label_llm", "asdiv_rationale_llm"}
     assert {t.name for t in seqio.get_mixture_or_task("svamp_asdiv_standard_gold").tasks} == {

@@ -7,11 +7,12 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from t5x_sbs import tasks
 from t5x_sbs.data import sources
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
-from t5x_sbs.tasks import registry
+from t5x_sbs.tasks import catalog, custom, registry
+
+catalog.register_all()
 
 pytestmark = pytest.mark.shared_data
 LENGTHS = {"inputs": 96, "targets": 48}
@@ -108,14 +109,14 @@ def test_custom_jsonl_dataset(tmp_path):
     store = tmp_path / "teacher.jsonl"
     store.write_text("".join(json.dumps({"id": f"train-{i}", "input": {"q": "?"}, "rationale": f"{i} plus one",
                                          "label": str(i + 1), "status": "ok"}) + "\n" for i in range(40)))
-    names = tasks.register_jsonl_dataset("toy", str(train), input_fields=("q",), label_field="a",
+    names = custom.register_jsonl_dataset("toy", str(train), input_fields=("q",), label_field="a",
                                          teacher_file=str(store))
     assert "toy_sbs_llm" in names and "toy_sbs_llm" in seqio.MixtureRegistry.names()
     train_rows, valid_rows = _rows("toy_rationale_llm"), _rows("toy_label_gold", "validation")
     assert len(train_rows) + len(valid_rows) == 40 and valid_rows
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"q": "x", "a": "1"}) + "\n" + json.dumps({"q": "y"}) + "\n")
-    tasks.register_jsonl_dataset("toybad", str(bad), input_fields=("q",), label_field="a")
+    custom.register_jsonl_dataset("toybad", str(bad), input_fields=("q",), label_field="a")
     with pytest.raises(Exception, match=r"bad.jsonl:2: field 'a': missing or empty target"):
         _rows("toybad_label_gold", "validation")
 

@@ -26,7 +26,8 @@ def vocabulary(shared_data, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def configured(shared_data, vocabulary):
-    from t5x_sbs import tasks  # noqa: F401  registers the configurables
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     gin.clear_config()
     gin.bind_parameter("tasks.config.data_dir.path", str(shared_data))

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         import os
 
         os.environ["T5X_SBS_SPM_PATH"] = args.spm_path
-    from t5x_sbs import tasks  # noqa: F401  registers the tasks
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     stats = token_lengths(args.name, args.split, args.limit)
     suggested = pack_lengths(stats, percentile=args.percentile, rows_per_pack=args.rows_per_pack,

@@ -168,7 +168,8 @@ def prepare(config) -> tuple[str, str, tuple[str, ...]]:
         vocab_size=config.vocab_size, spm_path=config.spm_path)
     data_dir = demo.prepare_data(args)
     if config.dataset != "arith" and config.teacher.startswith("replay:"):
-        from t5x_sbs import tasks  # noqa: F401  paper datasets replay the PaLM outputs by default
+        from t5x_sbs.tasks import catalog
+        catalog.register_all()
         spm_path = config.spm_path or demo.vocabulary_from_texts(args, _paper_texts(config.dataset, data_dir))
         return data_dir, spm_path, ()
     store = demo.annotate(args, data_dir)

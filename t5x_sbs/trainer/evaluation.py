@@ -42,7 +42,8 @@ class EvalConfig:
 def label_task_name(mixture_or_task_name: str) -> str:
     """The task decoded for metrics: `{ds}_label_gold` when registered, else the mixture's first
     task that has metric functions (its label task), else the task itself."""
-    from t5x_sbs import tasks  # noqa: F401  registers every task and mixture
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     match = re.fullmatch(r"(.+)_(?:sbs|standard|label)_(gold|llm)(?:_paired)?", mixture_or_task_name)
     if match and f"{match.group(1)}_label_gold" in seqio.TaskRegistry.names():

@@ -102,7 +102,8 @@ def _warn_unknown_pieces(task: seqio.Task, targets: list[np.ndarray]) -> int:
 
 
 def _tasks_and_rates(name: str) -> tuple[list[seqio.Task], np.ndarray]:
-    from t5x_sbs import tasks  # noqa: F401  registers every task and mixture
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     provider = seqio.get_mixture_or_task(name)
     if isinstance(provider, seqio.Mixture):
@@ -309,7 +310,8 @@ class Prefetcher(Iterator):
 def _eval_dataset(name: str, split: str, feature_lengths: Mapping[str, int]):
     """A task or mixture's split, unpacked and in order, through the feature converter; read whole by
     every process (no ShardInfo)."""
-    from t5x_sbs import tasks  # noqa: F401  registers every task and mixture
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     return seqio.get_dataset(
         name, task_feature_lengths=dict(feature_lengths), dataset_split=split, shuffle=False, num_epochs=1,
@@ -336,7 +338,8 @@ def eval_target_texts(name: str, split: str, *, max_rows: int | None = None) -> 
     eval_batches, or None when the task keeps none. Metrics compare predictions with these, as
     seqio's Evaluator does: a target the vocabulary cannot spell (it decodes to the unknown piece,
     as a wrong prediction may) or one cut at the target length never counts as matched."""
-    from t5x_sbs import tasks  # noqa: F401  registers every task and mixture
+    from t5x_sbs.tasks import catalog
+    catalog.register_all()
 
     ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split=split, shuffle=False,
                                                       num_epochs=1, use_cached=False)
