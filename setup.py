@@ -34,12 +34,13 @@ setup(
     version="0.1.0",
     description="Distilling step-by-step: a T5X-style JAX/Flax trainer with an LLM teacher",
     python_requires=">=3.11",
-    # The layout's top-level tasks/ and gin/ folders install inside the package (t5x_sbs.tasks,
-    # t5x_sbs.gin), never as a bare global `tasks`; gin files are package data found by
-    # t5x_sbs.gin_paths, so an installed wheel runs outside the repo.
-    packages=find_packages(include=["t5x_sbs", "t5x_sbs.*"]) + ["t5x_sbs.tasks", "t5x_sbs.gin"],
-    package_dir={"t5x_sbs.tasks": "tasks", "t5x_sbs.gin": "gin"},
-    package_data={"t5x_sbs": ["**/*.json", "**/*.yaml", "**/*.txt"], "t5x_sbs.gin": ["**/*.gin"]},
+    # The layout's top-level tasks/, gin/ and configs/ folders install inside the package
+    # (t5x_sbs.tasks; gin and sweep files as package data under t5x_sbs/gin, t5x_sbs/configs), never
+    # as a bare global `tasks`; t5x_sbs.gin_paths finds them, so an installed wheel runs anywhere.
+    packages=find_packages(include=["t5x_sbs", "t5x_sbs.*"]) + ["t5x_sbs.tasks", "t5x_sbs.gin", "t5x_sbs.configs"],
+    package_dir={"t5x_sbs.tasks": "tasks", "t5x_sbs.gin": "gin", "t5x_sbs.configs": "configs"},
+    package_data={"t5x_sbs": ["**/*.json", "**/*.yaml", "**/*.txt"], "t5x_sbs.gin": ["**/*.gin"],
+                  "t5x_sbs.configs": ["**/*.gin", "**/*.json"]},
     install_requires=CORE,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["t5x-sbs=t5x_sbs.cli:main"]},

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from t5x_sbs import gin_paths
 from t5x_sbs.records import InputError
 
 RUN_MODES = ("train", "eval", "infer", "precompile")
@@ -61,16 +62,13 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] = (
     from t5x_sbs.tasks import catalog
     catalog.register_all()
 
-    import pathlib
-
-    for path in [*search_paths, str(pathlib.Path(__file__).resolve().parents[1])]:
+    for path in [*search_paths, str(gin_paths.shipped_root())]:
         gin.add_config_file_search_path(path)
     gin.parse_config(DEFAULT_BINDINGS)
-    roots = [*search_paths, str(pathlib.Path(__file__).resolve().parents[1])]
     for path in files:
-        found = next((os.path.join(r, path) for r in ["", *roots] if os.path.exists(os.path.join(r, path))), None)
+        found = gin_paths.find(path, search_paths)
         if found is None:
-            raise InputError(path, None, None, "gin file not found (looked here, in --gin_search_path and the repo)")
+            raise InputError(path, None, None, "gin file not found (looked here, in --gin_search_path and the shipped gin files)")
         if os.path.isdir(found):
             raise InputError(found, None, None, "is a directory, not a gin file")
     gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
