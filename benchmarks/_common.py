@@ -33,7 +33,7 @@ class SbsExample:
 
 def cqa_texts(data_dir: str, limit: int) -> list[tuple[str, str, str]]:
     """(input text, PaLM label, PaLM rationale) for the first `limit` parsable CQA train rows."""
-    from t5x_sbs.data.sources import load_palm_teacher
+    from t5x_sbs.teacher.aligned_outputs import load_palm_teacher
 
     rows = []
     for out in load_palm_teacher("cqa", data_dir, "train"):

@@ -42,3 +42,6 @@ def mixture_name(dataset: str, method: str, label_source: str) -> str:
     if method not in ("standard", "sbs") or label_source not in ("gold", "llm"):
         raise ValueError(f"unknown method/label source: {method!r}/{label_source!r}")
     return f"{dataset}_{method}_{label_source}"
+
+# The NLI labels in the datasets' own integer order (ANLI, e-SNLI, TFDS): label i is NLI_LABELS[i].
+NLI_LABELS = ("entailment", "neutral", "contradiction")

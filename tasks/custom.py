@@ -22,7 +22,8 @@ import gin
 from t5x_sbs.data import sources
 from t5x_sbs.records import Example
 from t5x_sbs.tasks import config
-from t5x_sbs.tasks.registry import METRICS, DatasetSpec, register_dataset
+from t5x_sbs.tasks.registry import DatasetSpec, METRICS, register_dataset
+from t5x_sbs.teacher import parsing, store_reading
 
 
 def read_jsonl_examples(path: str, dataset: str, split: str, input_fields: Sequence[str],
@@ -83,12 +84,12 @@ def register_jsonl_dataset(name: str, train_path: str, validation_path: str | No
             return [e for e in file_examples("train") if sources.in_validation_carve_out(e.id) == keep_validation]
         return list(file_examples(split))
 
-    def teacher(data_dir: str, split: str, examples: list[Example]) -> list[sources.TeacherOutput]:
+    def teacher(data_dir: str, split: str, examples: list[Example]) -> list[parsing.TeacherOutput]:
         del data_dir
         if not teacher_file:
             raise sources.DataError(f"<{name}>", None, "teacher_file", "no teacher file given for the *_llm tasks")
         file_split = "train" if (split != "test" and not validation_path) else split
-        return sources.teacher_from_store(teacher_file, examples, list(file_examples(file_split)),
+        return store_reading.teacher_from_store(teacher_file, examples, list(file_examples(file_split)),
                                           require_all=config.teacher_coverage() == "all",
                                           reading=config.teacher_reading())
 

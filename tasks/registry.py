@@ -29,6 +29,7 @@ from t5x_sbs.data import sources
 from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID, mixture_name
 from t5x_sbs.records import Example
 from t5x_sbs.tasks import config
+from t5x_sbs.teacher import aligned_outputs, parsing, store_reading
 
 SPLITS = ("train", "validation", "test")
 METRICS = {"accuracy": metrics.accuracy, "equation": metrics.equation_accuracy, "gsm8k": metrics.gsm8k_accuracy}
@@ -44,7 +45,7 @@ class DatasetSpec:
     # (data_dir, split) -> examples of the task view (train excludes a validation carve-out).
     load: Callable[[str, str], list[Example]]
     # (data_dir, split, examples) -> a TeacherOutput for each example (raises if one is missing).
-    teacher: Callable[[str, str, list[Example]], list[sources.TeacherOutput]]
+    teacher: Callable[[str, str, list[Example]], list[parsing.TeacherOutput]]
     metric: str = "accuracy"
 
 
@@ -65,7 +66,7 @@ def strip_output(output: str, example=None, is_target: bool = False) -> str:
 
 # --- python rows ---------------------------------------------------------------------------
 
-def _selected(spec: DatasetSpec, split: str) -> tuple[list[Example], dict[str, sources.TeacherOutput] | None]:
+def _selected(spec: DatasetSpec, split: str) -> tuple[list[Example], dict[str, parsing.TeacherOutput] | None]:
     """The split's examples after the data fraction (and teacher coverage), and the teacher
     outputs when selecting them needed the store (else None: callers read it if they need it)."""
     examples, teacher = spec.load(config.data_dir(), split), None
@@ -84,7 +85,7 @@ def _selected(spec: DatasetSpec, split: str) -> tuple[list[Example], dict[str, s
     return examples, teacher
 
 
-def _teacher(spec: DatasetSpec, split: str, examples: list[Example]) -> dict[str, sources.TeacherOutput]:
+def _teacher(spec: DatasetSpec, split: str, examples: list[Example]) -> dict[str, parsing.TeacherOutput]:
     return {o.example.id: o for o in spec.teacher(config.data_dir(), split, examples)}
 
 
@@ -293,18 +294,18 @@ def builtin_spec(dataset: str, metric: str = "accuracy") -> DatasetSpec:
     def load(data_dir: str, split: str) -> list[Example]:
         return sources.split_examples(dataset, data_dir, split, tfds_data_dir=tfds_dir())
 
-    def teacher(data_dir: str, split: str, examples: list[Example]) -> list[sources.TeacherOutput]:
+    def teacher(data_dir: str, split: str, examples: list[Example]) -> list[parsing.TeacherOutput]:
         store, require_all = config.teacher_files().get(dataset), config.teacher_coverage() == "all"
         file_split = split if (split != "validation" or dataset in sources.HAS_VALIDATION) else "train"
         if store:
             file_examples = sources.load_examples(dataset, data_dir, file_split, tfds_data_dir=tfds_dir())
-            return sources.teacher_from_store(store, examples, file_examples, require_all=require_all,
+            return store_reading.teacher_from_store(store, examples, file_examples, require_all=require_all,
                                               reading=config.teacher_reading())
         if dataset not in sources.PALM_DATASETS:
             raise sources.DataError(f"<{dataset}>", None, "teacher_files",
                                     f"{dataset} has no stored PaLM outputs: its *_llm tasks need a teacher store, "
                                     f"gin `tasks.config.teacher_files.files = {{'{dataset}': 'stores/{dataset}.jsonl'}}`")
-        by_id = {o.example.id: o for o in sources.load_palm_teacher(dataset, data_dir, split)}
+        by_id = {o.example.id: o for o in aligned_outputs.load_palm_teacher(dataset, data_dir, split)}
         missing = [e.id for e in examples if e.id not in by_id]
         if missing and require_all:
             raise sources.DataError(f"<{dataset}/{split}>", None, "id",

@@ -5,6 +5,7 @@ import pytest
 
 from t5x_sbs.data import sources
 from t5x_sbs.records import RecordError
+from t5x_sbs.teacher import store_reading
 
 
 def _write(path, lines):
@@ -54,27 +55,27 @@ def _examples(n):
 def test_teacher_file_shorter_than_inputs(tmp_path):
     store = _write(tmp_path / "t.jsonl", [_record(0), _record(1)])
     with pytest.raises(sources.DataError, match=r"2 records for 3 inputs; 1 examples have no record"):
-        sources.teacher_from_store(str(store), _examples(3))
-    assert len(sources.teacher_from_store(str(store), _examples(3), require_all=False)) == 2
+        store_reading.teacher_from_store(str(store), _examples(3))
+    assert len(store_reading.teacher_from_store(str(store), _examples(3), require_all=False)) == 2
 
 
 def test_teacher_file_with_unknown_id(tmp_path):
     store = _write(tmp_path / "t.jsonl", [_record(0), _record(9)])
     with pytest.raises(sources.DataError) as info:
-        sources.teacher_from_store(str(store), _examples(1))
+        store_reading.teacher_from_store(str(store), _examples(1))
     assert (info.value.line, info.value.field) == (2, "id")
 
 
 def test_teacher_record_missing_field_and_bad_json(tmp_path):
     store = _write(tmp_path / "t.jsonl", [_record(0), json.dumps({"id": "x1", "input": {}, "label": "l", "status": "ok"})])
     with pytest.raises(RecordError, match=r"t.jsonl:2: field 'rationale': missing"):
-        sources.teacher_from_store(str(store), _examples(2))
+        store_reading.teacher_from_store(str(store), _examples(2))
     store = _write(tmp_path / "u.jsonl", [_record(0), "{torn"])
     with pytest.raises(RecordError, match=r"u.jsonl:2: invalid JSON"):
-        sources.teacher_from_store(str(store), _examples(2))
+        store_reading.teacher_from_store(str(store), _examples(2))
 
 
 def test_non_ok_records_keep_their_status(tmp_path):
     store = _write(tmp_path / "t.jsonl", [_record(0), _record(1, status="blocked", label=None, error="safety")])
-    outputs = sources.teacher_from_store(str(store), _examples(2))
+    outputs = store_reading.teacher_from_store(str(store), _examples(2))
     assert [o.parsed.status for o in outputs] == ["ok", "blocked"] and outputs[1].parsed.label is None

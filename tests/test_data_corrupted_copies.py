@@ -10,6 +10,7 @@ import pytest
 from t5x_sbs.cli import main
 from t5x_sbs.data import sources
 from t5x_sbs.records import InputError, TeacherRecord
+from t5x_sbs.teacher import aligned_outputs
 
 pytestmark = pytest.mark.shared_data
 
@@ -71,7 +72,7 @@ def test_palm_output_faults_name_file_and_index(copy, capsys, fault):
     else:
         path.write_bytes(json.dumps(outputs).encode()[:100] + b"\xff\xfe" + json.dumps(outputs).encode()[100:])
     with pytest.raises(InputError):
-        sources.load_palm_teacher("svamp", str(folder.parent), "test")
+        aligned_outputs.load_palm_teacher("svamp", str(folder.parent), "test")
     _report_fails(capsys, folder.parent, "svamp", "test", *expect)
 
 
@@ -99,7 +100,7 @@ def _store_from_palm(folder, split="test"):
     return [TeacherRecord(id=o.example.id, dataset="svamp", split=split, input=o.example.input, gold=o.example.gold,
                           rationale=o.parsed.rationale, label=o.parsed.label, status=o.parsed.status,
                           raw=o.raw, teacher="replay:palm", prompt_hash="palm")
-            for o in sources.load_palm_teacher("svamp", str(folder.parent), split)]
+            for o in aligned_outputs.load_palm_teacher("svamp", str(folder.parent), split)]
 
 
 def test_store_record_with_unknown_split_or_id_fails(copy, capsys, tmp_path):

@@ -7,6 +7,7 @@ from t5x_sbs import metrics
 from t5x_sbs.data import sources
 from t5x_sbs.teacher import eitnlp
 from t5x_sbs.records import read_records
+from t5x_sbs.teacher import store_reading
 
 pytestmark = pytest.mark.shared_data
 
@@ -51,7 +52,7 @@ def test_unaligned_rows_are_counted_or_fail_strictly(shared_data, tmp_path):
     first_bad = report.unaligned_first[0]
     with pytest.raises(sources.DataError, match=rf"gsm8k_gemini_level2_ranked.json: field '\[{first_bad}\].instruction'"):
         eitnlp.eitnlp_records(path, "gsm8k", str(shared_data), strict=True)
-    outputs = sources.teacher_from_store(str(store), sources.load_examples("gsm8k", str(shared_data), "train"))
+    outputs = store_reading.teacher_from_store(str(store), sources.load_examples("gsm8k", str(shared_data), "train"))
     assert outputs[0].parsed.ok and outputs[0].parsed.label == outputs[0].example.gold == "72"
 
 

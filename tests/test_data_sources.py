@@ -5,6 +5,7 @@ import pytest
 
 from t5x_sbs import cli
 from t5x_sbs.data import sources
+from t5x_sbs.teacher import aligned_outputs
 
 pytestmark = pytest.mark.shared_data
 
@@ -60,7 +61,7 @@ def test_fractions_are_nested(shared_data):
 def test_palm_outputs_align_with_examples(shared_data):
     outputs = sources.load_palm_outputs("svamp", str(shared_data), "train")
     assert len(outputs) == 800  # two batch files: 500 + 300
-    paired = sources.load_palm_teacher("cqa", str(shared_data), "test")
+    paired = aligned_outputs.load_palm_teacher("cqa", str(shared_data), "test")
     assert "beaver" in paired[0].raw.split("\n")[0] and paired[0].parsed.label == "wooded area"
 
 

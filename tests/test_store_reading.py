@@ -13,6 +13,7 @@ from t5x_sbs.teacher.store_reading import TeacherReading, majority
 from t5x_sbs.records import Example, TeacherRecord
 from t5x_sbs.teacher import ledger
 from t5x_sbs.teacher.store import StoreError, TeacherStore, read_store
+from t5x_sbs.teacher import store_reading
 
 
 def _rec(example: str, sample: int, label: str | None, status: str = "ok", prompt_hash: str = "h1",
@@ -41,7 +42,7 @@ DISAGREEING = [_rec("e0", 0, "wrong"), _rec("e0", 1, "right"), _rec("e0", 2, "Ri
 
 def _read(tmp_path, mode, records=DISAGREEING, **kw):
     path = _write(tmp_path / "s.jsonl", records)
-    outputs = sources.teacher_from_store(path, _examples(), reading=TeacherReading(samples=mode, **kw))
+    outputs = store_reading.teacher_from_store(path, _examples(), reading=TeacherReading(samples=mode, **kw))
     return {o.example.id: o for o in outputs}
 
 
@@ -77,7 +78,7 @@ def test_ok_beats_a_later_failure_of_the_same_key_in_every_reader(tmp_path):
     contents = read_store(path)
     assert {k[0]: r.status for k, r in contents.records.items()} == {"e0": "ok", "e1": "ok", "e2": "blocked"}
     assert (contents.lines, contents.replaced) == (6, 3)
-    tasks_view = {o.example.id: o.parsed.status for o in sources.teacher_from_store(path, _examples())}
+    tasks_view = {o.example.id: o.parsed.status for o in store_reading.teacher_from_store(path, _examples())}
     assert tasks_view == {"e0": "ok", "e1": "ok", "e2": "blocked"}
     assert {k[0]: r.status for k, r in TeacherStore(path).load(repair=False).items()} == tasks_view
     assert ledger.summarize(contents.records.values())["statuses"] == {"ok": 2, "blocked": 1}
@@ -89,13 +90,13 @@ def test_a_store_of_two_prompts_is_refused_or_read_by_the_chosen_one(tmp_path):
     records += [_rec(f"e{i}", 0, "right", prompt_hash="aaa111") for i in range(3)]
     path = _write(tmp_path / "s.jsonl", records)
     with pytest.raises(StoreError) as info:
-        sources.teacher_from_store(path, _examples())
+        store_reading.teacher_from_store(path, _examples())
     message = str(info.value)
     assert "s.jsonl" in message and "'aaa111': 3 records, 3 ok" in message and "'zzz999': 3 records, 0 ok" in message
-    chosen = sources.teacher_from_store(path, _examples(), reading=TeacherReading(prompt_hash="aaa"))
+    chosen = store_reading.teacher_from_store(path, _examples(), reading=TeacherReading(prompt_hash="aaa"))
     assert [o.parsed.status for o in chosen] == ["ok"] * 3
     with pytest.raises(StoreError, match="holds no records matching"):
-        sources.teacher_from_store(path, _examples(), reading=TeacherReading(teacher="other:x"))
+        store_reading.teacher_from_store(path, _examples(), reading=TeacherReading(teacher="other:x"))
 
 
 def test_gin_setting_reaches_the_tasks_rows(tmp_path):
@@ -106,7 +107,7 @@ def test_gin_setting_reaches_the_tasks_rows(tmp_path):
     examples = _examples()
 
     def teacher(data_dir, split, chosen):
-        return sources.teacher_from_store(path, chosen, examples, reading=config.teacher_reading())
+        return store_reading.teacher_from_store(path, chosen, examples, reading=config.teacher_reading())
 
     spec = registry.DatasetSpec(name="toy", load=lambda d, s: list(examples), teacher=teacher)
     gin.clear_config()

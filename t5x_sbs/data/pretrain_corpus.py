@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 from absl import logging
 
 from t5x_sbs.data import sources
+from t5x_sbs.teacher import aligned_outputs
 
 MIN_FRAGMENT_WORDS = 4  # shorter eval texts ("A man sleeps.") are phrases, not examples
 EVAL_SPLITS = ("validation", "test")
@@ -68,7 +69,7 @@ def _cose(data_dir: str) -> list[Document]:
 
 def _palm(dataset: str, data_dir: str, train_ids: set[str]) -> list[Document]:
     return [Document(f"{dataset}:{o.example.id}:palm", f"{dataset}/palm", o.parsed.rationale)
-            for o in sources.load_palm_teacher(dataset, data_dir, "train")
+            for o in aligned_outputs.load_palm_teacher(dataset, data_dir, "train")
             if o.example.id in train_ids and o.parsed.ok and (o.parsed.rationale or "").strip()]
 
 

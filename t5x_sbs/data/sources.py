@@ -19,20 +19,14 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
-from t5x_sbs.teacher.parsing import NLI_LABELS, ParsedOutput, parse_teacher_output
-from t5x_sbs.records import Example, InputError, iter_jsonl
+from t5x_sbs.data.examples import NLI_SEPARATOR, DataError, nli_example, require_unique_ids, unique_ids  # noqa: F401
+from t5x_sbs.data.tfds_source import load_tfds_examples
+from t5x_sbs.records import Example, iter_jsonl
 
 SPLITS = ("train", "validation", "test")
 # The paper's file names use `valid`.
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
 VALIDATION_FRACTION = 0.1
-# The separator the paper puts between premise and hypothesis (`tokenizer.eos_token.join`).
-# Our SeqIO tasks turn it into the EOS id, as the Hugging Face tokenizer does.
-NLI_SEPARATOR = "</s>"
-
-
-class DataError(InputError):
-    """Bad input data; the message names the file, the line and the field."""
 
 
 class NoPalmOutputs(DataError):
@@ -50,7 +44,7 @@ def in_validation_carve_out(example_id: str) -> bool:
     return id_fraction(example_id, salt="validation") < VALIDATION_FRACTION
 
 
-def _canonical_split(split: str) -> str:
+def canonical_split(split: str) -> str:
     split = {"valid": "validation", "dev": "validation"}.get(split, split)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -90,42 +84,6 @@ def _cqa_example(obj, path, line, split, dataset="cqa") -> Example:
     text = question + "\nAnswer Choices:\n" + "\n".join(f"({letters[i]}) {c}" for i, c in enumerate(choices))
     return Example(id=str(_field(obj, "id", path, line)), dataset=dataset, split=split, text=text,
                    input={"question": question, "choices": choices}, gold=_field(obj, "answer", path, line))
-
-
-def nli_example(premise: str, hypothesis: str, label: int, uid: str | None, split: str, dataset: str,
-                where: tuple[str, int | None] = ("<memory>", None)) -> Example:
-    """The one NLI example builder (paper JSON and TFDS alike). Without a `uid` (e-SNLI) the id
-    is a hash of the text pair, so it is the same whichever source or row order it came from."""
-    if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(NLI_LABELS):
-        raise DataError(where[0], where[1], "label", f"unknown label id {label!r}; expected 0, 1 or 2")
-    if not uid:
-        uid = f"{split}-" + hashlib.sha256(f"{premise}\x00{hypothesis}".encode("utf-8")).hexdigest()[:16]
-    return Example(id=str(uid), dataset=dataset, split=split, text=f"{premise}{NLI_SEPARATOR}{hypothesis}",
-                   input={"premise": premise, "hypothesis": hypothesis}, gold=NLI_LABELS[label])
-
-
-def require_unique_ids(examples: list[Example], path: str, lines: list[int] | None = None) -> list[Example]:
-    """`examples` unchanged, or DataError naming both places of a repeated id (line numbers when
-    given, else row indices): two examples with one id would share one teacher answer."""
-    first: dict[str, int] = {}
-    for i, e in enumerate(examples):
-        where = lines[i] if lines else i
-        if e.id in first:
-            kind = "line" if lines else "row"
-            raise DataError(path, lines[i] if lines else None, "id",
-                            f"duplicate id {e.id!r} ({kind} {where}; first at {kind} {first[e.id]})")
-        first[e.id] = where
-    return examples
-
-
-def unique_ids(examples: list[Example]) -> list[Example]:
-    """Repeated ids (an identical e-SNLI pair twice in a split) get `-2`, `-3`, ... in row order."""
-    seen: dict[str, int] = {}
-    result = []
-    for e in examples:
-        seen[e.id] = seen.get(e.id, 0) + 1
-        result.append(e if seen[e.id] == 1 else dataclasses.replace(e, id=f"{e.id}-{seen[e.id]}"))
-    return result
 
 
 def _nli_example(obj, path, line, split, dataset) -> Example:
@@ -214,7 +172,7 @@ def load_examples(dataset: str, data_dir: str, split: str, *, tfds_data_dir: str
     train; use `split_examples` for the training view that excludes it. With `tfds_data_dir`,
     e-SNLI and ANLI-R1 come from a prepared TFDS dataset there instead (`tfds_source`).
     """
-    split = _canonical_split(split)
+    split = canonical_split(split)
     if tfds_data_dir:
         return list(_cached_tfds(dataset, os.fspath(tfds_data_dir), split))
     if dataset == "cose":
@@ -228,8 +186,6 @@ def load_examples(dataset: str, data_dir: str, split: str, *, tfds_data_dir: str
 
 @functools.lru_cache(maxsize=8)
 def _cached_tfds(dataset: str, tfds_data_dir: str, split: str) -> tuple[Example, ...]:
-    from t5x_sbs.data.tfds_source import load_tfds_examples  # TFDS is imported only when used
-
     return tuple(load_tfds_examples(dataset, tfds_data_dir, split))
 
 
@@ -241,7 +197,7 @@ def _cached(dataset: str, data_dir: str, split: str) -> tuple[Example, ...]:
 def split_examples(dataset: str, data_dir: str, split: str, *, tfds_data_dir: str | None = None) -> list[Example]:
     """The examples a task trains/evaluates on: train minus the validation carve-out when the
     dataset has no validation file; otherwise the same as `load_examples`."""
-    split = _canonical_split(split)
+    split = canonical_split(split)
     examples = load_examples(dataset, data_dir, split, tfds_data_dir=tfds_data_dir)
     if split == "train" and dataset not in HAS_VALIDATION:
         examples = [e for e in examples if not in_validation_carve_out(e.id)]
@@ -269,11 +225,11 @@ def _cose(data_dir: str, split: str) -> list[Example]:
     return examples
 
 
-# --- the paper's stored PaLM outputs (replay teacher) ---------------------------------------
+# --- the paper's stored PaLM outputs, raw (parsed and aligned: teacher/aligned_outputs.py) ---------------------------------------
 
 def palm_output_files(dataset: str, data_dir: str, split: str) -> list[str]:
     """`<ds>/llm/<split>_CoT_<i>.json` in batch order (i = 0, 1, ...)."""
-    split = _FILE_SPLIT[_canonical_split(split)]
+    split = _FILE_SPLIT[canonical_split(split)]
     llm_dir = os.path.join(data_dir, dataset, "llm")
     files = []
     while os.path.exists(os.path.join(llm_dir, f"{split}_CoT_{len(files)}.json")):
@@ -329,7 +285,7 @@ def _misaligned(files: list[str], inputs: int, dataset: str, split: str) -> Data
 
 def palm_outputs_by_id(dataset: str, data_dir: str, split: str) -> dict[str, str]:
     """{example id: raw PaLM completion} for a split, checking that counts match the inputs."""
-    split = _canonical_split(split)
+    split = canonical_split(split)
     file_split = split if (split != "validation" or dataset in HAS_VALIDATION) else "train"
     examples = load_examples(dataset, data_dir, file_split)
     source = "cqa" if dataset == "cose" else dataset  # CoS-E shares CQA's inputs and PaLM outputs
@@ -340,62 +296,8 @@ def palm_outputs_by_id(dataset: str, data_dir: str, split: str) -> dict[str, str
     return {e.id: raw for e, raw in zip(examples, outputs) if e.id in wanted}
 
 
-@dataclasses.dataclass(frozen=True)
-class TeacherOutput:
-    """A parsed stored teacher output aligned to its example."""
-
-    example: Example
-    raw: str
-    parsed: ParsedOutput   # the main answer: its label row and rationale row
-    sample_labels: tuple[str, ...] = ()  # labels of every ok sample (agreement statistics)
-    extra: tuple[ParsedOutput, ...] = ()  # more usable samples: extra rationale rows ...
-    extra_labels: bool = False            # ... and extra label rows too (samples mode 'all')
-
-    def rationales(self) -> list[str]:
-        """Every usable rationale of the example, the main one first."""
-        return [p.rationale for p in (self.parsed, *self.extra) if p.ok and (p.rationale or "").strip()]
-
-    def labels(self) -> list[str]:
-        """Every label row of the example, the main one first."""
-        if not self.parsed.ok:
-            return []
-        return [self.parsed.label] + ([p.label for p in self.extra if p.ok] if self.extra_labels else [])
-
-
-def load_palm_teacher(dataset: str, data_dir: str, split: str) -> list[TeacherOutput]:
-    """Every example of `load_examples(dataset, data_dir, split)` with its parsed PaLM output."""
-    by_id = palm_outputs_by_id(dataset, data_dir, split)
-    parse_as = "cqa" if dataset == "cose" else dataset
-    return [TeacherOutput(e, by_id[e.id], parse_teacher_output(parse_as, by_id[e.id]))
-            for e in load_examples(dataset, data_dir, split)]
-
-
-# --- teacher stores written by our own teachers (records.TeacherRecord JSONL) ---------------
-
-def teacher_from_store(path: str, examples: list[Example], file_examples: list[Example] | None = None,
-                       *, require_all: bool = True, reading=None) -> list[TeacherOutput]:
-    """A store aligned to `examples` by the one reading rule (`store_reading.teacher_from_store`)."""
-    from t5x_sbs.teacher import store_reading
-
-    return store_reading.teacher_from_store(path, examples, file_examples, require_all=require_all,
-                                            reading=reading)
-
-
 def canonical_split_or_none(split: str) -> str | None:
     try:
-        return _canonical_split(split)
+        return canonical_split(split)
     except ValueError:
         return None
-
-
-def teacher_outputs(dataset: str, data_dir: str, split: str, teacher_file: str | None = None,
-                    *, require_all: bool = True, tfds_data_dir: str | None = None,
-                    reading=None) -> list[TeacherOutput]:
-    """Teacher answers for a split: from a store file when given, else the paper's PaLM outputs."""
-    if teacher_file:
-        split = _canonical_split(split)
-        file_split = split if (split != "validation" or dataset in HAS_VALIDATION) else "train"
-        load = functools.partial(load_examples, dataset, data_dir, tfds_data_dir=tfds_data_dir)
-        return teacher_from_store(teacher_file, load(split), load(file_split), require_all=require_all,
-                                  reading=reading)
-    return load_palm_teacher(dataset, data_dir, split)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from t5x_sbs.data.sources import DataError, nli_example, unique_ids, require_unique_ids
+from t5x_sbs.data.examples import DataError, nli_example, require_unique_ids, unique_ids
 from t5x_sbs.records import Example
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-NLI_LABELS = ("entailment", "neutral", "contradiction")
+from t5x_sbs.names import NLI_LABELS
+from t5x_sbs.records import Example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,3 +122,25 @@ def parse_teacher_output(dataset: str, raw: str | None) -> ParsedOutput:
     if not isinstance(raw, str) or not raw.strip():
         return _fail("empty teacher output")
     return PARSERS[dataset](raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherOutput:
+    """A parsed stored teacher output aligned to its example."""
+
+    example: Example
+    raw: str
+    parsed: ParsedOutput   # the main answer: its label row and rationale row
+    sample_labels: tuple[str, ...] = ()  # labels of every ok sample (agreement statistics)
+    extra: tuple[ParsedOutput, ...] = ()  # more usable samples: extra rationale rows ...
+    extra_labels: bool = False            # ... and extra label rows too (samples mode 'all')
+
+    def rationales(self) -> list[str]:
+        """Every usable rationale of the example, the main one first."""
+        return [p.rationale for p in (self.parsed, *self.extra) if p.ok and (p.rationale or "").strip()]
+
+    def labels(self) -> list[str]:
+        """Every label row of the example, the main one first."""
+        if not self.parsed.ok:
+            return []
+        return [self.parsed.label] + ([p.label for p in self.extra if p.ok] if self.extra_labels else [])
