@@ -7,7 +7,7 @@ both tasks, AdamW, on three layouts of the same examples:
   - default lengths: label and rationale rows packed by the feature converter into 512 input +
     256 target tokens;
   - lengths from the data: the same two-row packing into rows sized from the data's token
-    lengths (t5x_sbs.data.lengths.pack_lengths: the longest row fits, ~3 mean rows per pack);
+    lengths (t5x_sbs.tasks.lengths.pack_lengths: the longest row fits, ~3 mean rows per pack);
   - shared encoder (LOSS_MODE='shared_encoder', t5x_sbs.trainer.shared_encoder): each example's input
     encoded once, label and rationale decoded from it, rows sized from the data likewise.
 The data-sized layouts take as many rows per step as keep the tokens per step of the default.
@@ -119,7 +119,7 @@ def rationale_prefix(spm_path: str) -> list[int]:
 def sized_from_data(measured: dict[str, list[int]], default: dict[str, int], packed_rows: int):
     """(rows per step, feature lengths): the longest row fits (capped at the default), ~3 mean rows
     a pack, and as many rows as keep the default's tokens per step."""
-    from t5x_sbs.data.lengths import pack_lengths
+    from t5x_sbs.tasks.lengths import pack_lengths
 
     sized = pack_lengths(measured, percentile=100, rows_per_pack=3, cap=default)
     return max(1, round(packed_rows * sum(default.values()) / sum(sized.values()))), sized

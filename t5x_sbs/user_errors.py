@@ -12,7 +12,10 @@ import json
 import math
 import os
 import sys
+import tokenize
 from typing import Callable
+
+from safetensors import SafetensorError
 
 from t5x_sbs.records import InputError
 
@@ -20,16 +23,9 @@ DEBUG_FLAG = "--debug"
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [InputError, OSError, ValueError, KeyError, LookupError]
-    try:
-        from safetensors import SafetensorError  # a truncated or garbled .safetensors file
-        types.append(SafetensorError)
-    except ImportError:
-        pass
-    import tokenize  # gin's parser raises TokenError on an unclosed bracket
-
-    types.append(tokenize.TokenError)
-    return tuple(types)
+    # SafetensorError: a truncated or garbled .safetensors file; TokenError: gin's parser on an
+    # unclosed bracket.
+    return (InputError, OSError, ValueError, KeyError, LookupError, SafetensorError, tokenize.TokenError)
 
 
 def describe(error: BaseException) -> str:

@@ -26,6 +26,7 @@ import gin
 import seqio
 
 from t5x_sbs.names import PREFIXES
+from t5x_sbs.teacher.store_reading import TeacherReading
 
 _DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -101,8 +102,6 @@ def teacher_reading(teacher: str | None = None, prompt_hash: str | None = None, 
     hash) group, needed when a store holds several (it is refused otherwise, listing them), and
     what several samples per example give: 'first' (the lowest sample), 'vote' (the majority
     label, the agreeing rationales as extra rationale rows) or 'all' (every ok sample)."""
-    from t5x_sbs.teacher.store_reading import TeacherReading
-
     try:
         return TeacherReading(teacher=teacher, prompt_hash=prompt_hash, samples=samples)
     except ValueError as e:

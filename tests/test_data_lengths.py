@@ -1,4 +1,4 @@
-"""t5x_sbs.data.lengths: token lengths of a SeqIO task's rows and packed row lengths chosen from them."""
+"""t5x_sbs.tasks.lengths: token lengths of a SeqIO task's rows and packed row lengths chosen from them."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from t5x_sbs.data import lengths
+from t5x_sbs.tasks import lengths
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 from safetensors.numpy import save_file
+from sentencepiece import sentencepiece_model_pb2
 
 from t5x_sbs import checkpoints
 from t5x_sbs.checkpoints import model_files
@@ -183,7 +184,6 @@ def _check_vocab(vocab: pathlib.Path) -> None:
     exported model would see ids it was not trained on."""
     if not vocab.is_file():
         raise FileNotFoundError(f"vocabulary {vocab} does not exist")
-    from sentencepiece import sentencepiece_model_pb2
 
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(vocab.read_bytes())

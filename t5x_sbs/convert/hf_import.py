@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from t5x_sbs.convert.hf_names import HF_ALIASES, TensorRule, hf_config_to_ours, tensor_rules
 from t5x_sbs.models.config import T5Config
+from t5x_sbs.models.info import param_shapes
 from t5x_sbs.records import InputError
 
 SINGLE_FILE = "model.safetensors"
@@ -140,8 +141,6 @@ class HFCheckpoint:
     def leaves(self, scanned: bool, dtype=None) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
         """(our path, host array) one parameter at a time, in the unrolled or scanned layout.
         A scanned leaf is filled layer by layer into one preallocated [num_layers, ...] array."""
-        from t5x_sbs.models.info import param_shapes
-
         dtype = dtype or self.config.weight_dtype
         expected = _flat_shapes(param_shapes(self.config.replace(scan_layers=False)))
         groups: dict[tuple[str, ...], list[TensorRule]] = {}

@@ -20,16 +20,20 @@ supported and fail with a message. The model config is inferred from tensor shap
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 from typing import Any, Callable
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
 
 from t5x_sbs import checkpoints
 from t5x_sbs.checkpoints import model_files
+from t5x_sbs.convert.hf_names import tensor_rules
+from t5x_sbs.models.config import T5Config
+from t5x_sbs.models.info import param_shapes
 
 SUPPORTED = ("a T5X step dir `checkpoint_<step>/` with a msgpack `checkpoint` file (legacy "
              "msgpack+TensorStore) or an Orbax `_METADATA` file, or a MODEL_DIR holding such dirs")
@@ -92,8 +96,6 @@ def _read_tensorstore(spec: dict, step_dir: pathlib.Path) -> np.ndarray:
 def read_t5x_params(step_dir: pathlib.Path) -> dict[str, Callable[[], np.ndarray]]:
     """T5X name → a reader of that tensor (read lazily, one at a time)."""
     if (step_dir / "checkpoint").is_file():
-        from flax import serialization
-
         try:
             tree = serialization.msgpack_restore((step_dir / "checkpoint").read_bytes())
         except Exception as e:  # msgpack raises several types for corrupt input
@@ -115,8 +117,6 @@ def read_t5x_params(step_dir: pathlib.Path) -> dict[str, Callable[[], np.ndarray
 
 
 def _read_orbax_params(step_dir: pathlib.Path) -> dict[str, Callable[[], np.ndarray]]:
-    import orbax.checkpoint as ocp
-
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
         meta = ckptr.metadata(step_dir.absolute()).item_metadata.tree
     prefix = ("optimizer", "target") if "target" in meta.get("optimizer", {}) else ("target",)
@@ -150,8 +150,6 @@ def _nested(path: tuple[str, ...], leaf: Any) -> Any:
 
 def infer_config(shapes: dict[str, tuple[int, ...]], source: pathlib.Path, **overrides):
     """T5Config from T5X tensor shapes (the checkpoint carries no config)."""
-    from t5x_sbs.models.config import T5Config
-
     def shape(name: str) -> tuple[int, ...]:
         if name not in shapes:
             raise ValueError(f"{source}: tensor {name!r} missing (needed to infer the model config)")
@@ -181,9 +179,6 @@ def infer_config(shapes: dict[str, tuple[int, ...]], source: pathlib.Path, **ove
 
 def import_t5x(path, out_dir, *, step: int | None = None, vocab=None, **config_overrides) -> pathlib.Path:
     """Converts a T5X checkpoint (see module docstring) into our MODEL_DIR `out_dir`."""
-    from t5x_sbs.convert.hf_names import tensor_rules
-    from t5x_sbs.models.info import param_shapes
-
     step_dir = find_t5x_step_dir(path, step)
     readers = read_t5x_params(step_dir)
     arrays = {name: read() for name, read in readers.items()}  # T5X small..xl fit; shapes drive the config

@@ -18,6 +18,8 @@ import random
 import re
 from typing import Iterator
 
+from t5x_sbs.records import Example
+
 DATASET = "arith"
 SPLITS = ("train", "validation", "test")
 DEFAULT_SIZES = {"train": 2000, "validation": 300, "test": 500}
@@ -171,8 +173,6 @@ def load_examples(data_dir: str | os.PathLike, split: str) -> list:
     """`{data_dir}/{split}.jsonl` as `records.Example`s (what the teacher CLI and the tasks read;
     same ids and text as `tasks.custom.register_jsonl_dataset(..., input_fields=("question",),
     label_field="answer", id_field="id")`)."""
-    from t5x_sbs.records import Example
-
     split = {"valid": "validation", "dev": "validation"}.get(split, split)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

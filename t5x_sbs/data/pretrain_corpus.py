@@ -30,7 +30,8 @@ from typing import Iterable, Sequence
 from absl import logging
 
 from t5x_sbs.data import sources
-from t5x_sbs.teacher import aligned_outputs
+from t5x_sbs.teacher import aligned_outputs, eitnlp
+from t5x_sbs.teacher.parsing import parse_teacher_output
 
 MIN_FRAGMENT_WORDS = 4  # shorter eval texts ("A man sleeps.") are phrases, not examples
 EVAL_SPLITS = ("validation", "test")
@@ -75,8 +76,6 @@ def _palm(dataset: str, data_dir: str, train_ids: set[str]) -> list[Document]:
 
 def _anli_palm(data_dir: str) -> list[Document]:
     """ANLI-R1 train rationales: the stored PaLM outputs, parsed; their inputs are not here."""
-    from t5x_sbs.teacher.parsing import parse_teacher_output
-
     docs = []
     for i, raw in enumerate(sources.load_palm_outputs("anli1", data_dir, "train")):
         parsed = parse_teacher_output("anli1", raw)
@@ -86,8 +85,6 @@ def _anli_palm(data_dir: str) -> list[Document]:
 
 
 def _eitnlp(dataset: str, data_dir: str, train_ids: set[str]) -> list[Document]:
-    from t5x_sbs.teacher import eitnlp
-
     docs = []
     for path in sorted(glob.glob(os.path.join(data_dir, dataset, "eitnlp_cot", "*.json"))):
         records, _ = eitnlp.eitnlp_records(path, dataset, data_dir, "train")

@@ -4,22 +4,21 @@ A packed row pays attention over its whole length, however few tokens each examp
 512 + 256 tokens holding CQA examples of ~50 tokens spend most of the attention work on pairs
 that the segment mask zeroes out. Rows a few examples long keep packing tight and that waste small.
 
-    from t5x_sbs.data import lengths
+    from t5x_sbs.tasks import lengths
     stats = lengths.token_lengths("cqa_sbs_llm")                     # per feature, train split
     lengths.pack_lengths(stats)                                      # {'inputs': 128, 'targets': 96}
 
-or from the shell, `python -m t5x_sbs.data.lengths cqa_sbs_llm --spm_path spiece.model` prints the
+or from the shell, `t5x-sbs pack-lengths cqa_sbs_llm --spm_path spiece.model` prints the
 percentiles and the suggested `TASK_FEATURE_LENGTHS` for gin. benchmarks/sbs_throughput.py measures
 what such rows gain over 512 + 256.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from typing import Iterable, Mapping
 
 import numpy as np
+import seqio
 
 FEATURES = ("inputs", "targets")
 
@@ -27,8 +26,6 @@ FEATURES = ("inputs", "targets")
 def token_lengths(name: str, split: str = "train", limit: int | None = None) -> dict[str, np.ndarray]:
     """Token count of every row's `inputs` and `targets` (EOS included, nothing truncated) of a
     SeqIO task or of every task of a mixture, in order; `limit` rows per task at most."""
-    import seqio
-
     provider = seqio.get_mixture_or_task(name)
     out = {f: [] for f in FEATURES}
     for task in getattr(provider, "tasks", [provider]):
@@ -68,31 +65,3 @@ def pack_lengths(lengths: Mapping[str, Iterable[int]], *, percentile: float = 99
 def summary(lengths: Mapping[str, np.ndarray], percentiles=(50, 90, 99, 100)) -> dict[str, dict[str, float]]:
     return {f: {"mean": float(np.mean(v)), **{f"p{p}": float(np.percentile(v, p)) for p in percentiles}}
             for f, v in lengths.items()}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="SeqIO task or mixture, e.g. cqa_sbs_llm")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--limit", type=int, default=None, help="rows per task")
-    parser.add_argument("--percentile", type=float, default=99.0)
-    parser.add_argument("--rows_per_pack", type=float, default=2.0)
-    parser.add_argument("--multiple", type=int, default=16)
-    parser.add_argument("--spm_path", default=None, help="SentencePiece model (else $T5X_SBS_SPM_PATH)")
-    args = parser.parse_args(argv)
-    if args.spm_path:
-        import os
-
-        os.environ["T5X_SBS_SPM_PATH"] = args.spm_path
-    from t5x_sbs.tasks import catalog
-    catalog.register_all()
-
-    stats = token_lengths(args.name, args.split, args.limit)
-    suggested = pack_lengths(stats, percentile=args.percentile, rows_per_pack=args.rows_per_pack,
-                             multiple=args.multiple)
-    print(json.dumps({"rows": len(stats["inputs"]), "lengths": summary(stats), "TASK_FEATURE_LENGTHS": suggested}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
