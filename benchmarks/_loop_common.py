@@ -35,14 +35,10 @@ def bindings(args, model_dir: str, steps: int, *extra: str) -> list[str]:
 
 def run_train(binding_list: list[str]) -> dict:
     """`t5x-sbs train` with gin/models/t5_1_1/tiny.gin + gin/runs/sbs.gin and these bindings."""
-    import gin
+    from t5x_sbs.trainer import configs, train_loop
 
-    from t5x_sbs import main
-    from t5x_sbs.trainer import train_loop
-
-    gin.clear_config()
-    main.parse_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], binding_list, search_paths=[REPO])
-    return train_loop.train(train_loop.RunConfig())
+    return train_loop.train(configs.configs_from_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], binding_list,
+                                                     search_paths=[REPO]))
 
 
 def use_compilation_cache(directory: str) -> None:

@@ -61,7 +61,7 @@ def throughput_part(args) -> dict:
 
     from benchmarks.train_step import default_hardware, synthetic_batch
     from t5x_sbs import main as entry
-    from t5x_sbs.trainer import precompile, train_loop
+    from t5x_sbs.trainer import configs, precompile
 
     sizes = DRY_SIZES if args.dry_run else GPU_SIZES
     gin_file, batch_size, inputs, targets = sizes[args.size]
@@ -69,11 +69,12 @@ def throughput_part(args) -> dict:
     bindings = ["T5Config.dtype = 'bfloat16'", "T5Config.scan_layers = True", "T5Config.dropout_rate = 0.0"]
     entry.parse_gin([gin_file, "gin/partitioning/dp.gin", hardware], bindings + (DRY_BINDINGS if args.dry_run else []))
     peak_flops = float(gin.query_parameter("%PEAK_FLOPS_PER_DEVICE"))
-    run = train_loop.RunConfig(model_dir="", mixture_or_task_name="", batch_size=batch_size, pack=False,
-                               task_feature_lengths={"inputs": inputs, "targets": targets})
-    part, trainer = precompile.build_trainer(run, precompile.PrecompileConfig())
+    run_configs = configs.from_gin(model_dir="", mixture_or_task_name="", batch_size=batch_size, pack=False,
+                                   task_feature_lengths={"inputs": inputs, "targets": targets})
+    precompile_config = precompile.PrecompileConfig(peak_flops_per_device=peak_flops)
+    part, trainer = precompile.build_trainer(run_configs, precompile_config)
     compiled, lower_s, compile_s = precompile.compile_train_step(part, trainer)
-    estimate = precompile.report(compiled, trainer, run, precompile.PrecompileConfig(), lower_s=lower_s,
+    estimate = precompile.report(compiled, trainer, run_configs, precompile_config, lower_s=lower_s,
                                  compile_s=compile_s)
     state = trainer.init_state()
     batch = part.global_batch(synthetic_batch(batch_size, inputs, targets, trainer.model.config.vocab_size))
@@ -125,7 +126,7 @@ def train_to(model_dir: str, steps: int, args, spm_path: str | None = None) -> d
     import gin
 
     from t5x_sbs import main as entry
-    from t5x_sbs.trainer import train_loop
+    from t5x_sbs.trainer import configs, train_loop
 
     gin_file = "gin/models/t5_1_1/tiny.gin" if args.dry_run else "gin/models/t5_1_1/small.gin"
     lengths = {"inputs": 48, "targets": 32} if args.dry_run else {"inputs": 64, "targets": 64}
@@ -138,7 +139,7 @@ def train_to(model_dir: str, steps: int, args, spm_path: str | None = None) -> d
     gin.clear_config()
     entry.parse_gin([gin_file, "gin/runs/sbs.gin"], bindings + (DRY_BINDINGS[1:] if args.dry_run else []))
     start = time.perf_counter()
-    result = train_loop.train(train_loop.RunConfig())
+    result = train_loop.train(configs.from_gin())
     return {"wall_s": round(time.perf_counter() - start, 2), "loss": float(result["loss"])}
 
 

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from t5x_sbs import main as entry
-    from t5x_sbs.trainer import train_loop
+    from t5x_sbs.trainer import configs, train_loop
     from t5x_sbs.experiments.runner import padded_vocab_size
     from t5x_sbs.trainer.metrics_logging import flops_per_step
 
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
     gin.bind_parameter("tasks.config.vocabulary_path.path", spm_path)
     peak = gin.query_parameter("%PEAK_FLOPS_PER_DEVICE")
     batches, pipeline_s = pipeline_batches(args, args.steps + 2)
-    run = train_loop.RunConfig(model_dir="", mixture_or_task_name="shared_span_corruption", train_steps=1000,
-                               batch_size=args.batch, task_feature_lengths={"inputs": args.inputs, "targets": args.targets})
-    config, part, trainer = train_loop.build(run)
+    run_configs = configs.from_gin(model_dir="", mixture_or_task_name="shared_span_corruption", train_steps=1000,
+                                   batch_size=args.batch, task_feature_lengths={"inputs": args.inputs, "targets": args.targets})
+    config, part, trainer = train_loop.build(run_configs)
     flops = flops_per_step(trainer.abstract_state().params, args.batch, args.inputs, args.targets)
     state = trainer.init_state()
     with part.activation_context():

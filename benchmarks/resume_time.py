@@ -38,18 +38,16 @@ def _preempt_after_first_step(step: int) -> None:
 def make_checkpoint(args, base_dir: str, model_dir: str, step: int, *, count_only: bool) -> dict:
     """`base_dir`'s checkpoint re-saved in `model_dir` as `step`, with the input state after `step`
     batches (returned)."""
-    import gin
     import jax.numpy as jnp
 
-    from t5x_sbs import checkpoints, main
-    from t5x_sbs.trainer import input_pipeline, train_loop
+    from t5x_sbs import checkpoints
+    from t5x_sbs.trainer import configs, input_pipeline, train_loop
 
     shutil.copytree(base_dir, model_dir)
-    gin.clear_config()
-    main.parse_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], common.bindings(args, model_dir, step + 1),
-                   search_paths=[common.REPO])
-    run = train_loop.RunConfig()
-    _, _, trainer = train_loop.build(run)
+    run_configs = configs.configs_from_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"],
+                                           common.bindings(args, model_dir, step + 1), search_paths=[common.REPO])
+    run = run_configs.run
+    _, _, trainer = train_loop.build(run_configs)
     train_loop.resolve_vocabulary(run)
     manager = checkpoints.CheckpointManager(model_dir)
     state, _ = manager.restore(trainer.abstract_state())

@@ -8,11 +8,7 @@ import gin
 import pytest
 
 from t5x_sbs import main
-from t5x_sbs.trainer import optimizers, partitioning
-from t5x_sbs.trainer import train_step as trainer_lib
-from t5x_sbs.trainer.evaluation import EvalConfig
-from t5x_sbs.models.config import T5Config
-from t5x_sbs.trainer.train_loop import RunConfig
+from t5x_sbs.trainer import configs, optimizers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "gin/models/t5_1_1/tiny.gin"
@@ -44,15 +40,16 @@ def test_every_run_file_is_listed():
 def test_run_configs_parse_and_build_their_configs(path):
     name = os.path.basename(path)[:-4]
     parse([MODEL, path], DEMO_MACROS if name == "demo" else RUN_MACROS)
-    run, loss, opt = RunConfig(), trainer_lib.LossConfig(), optimizers.OptimizerConfig()
+    built = configs.from_gin()  # what main builds once and passes down
+    run, loss, opt = built.run, built.loss, built.optimizer
     assert (loss.rationale_weight, run.loss_mode) == RUNS[name]
     assert run.model_dir == "/tmp/gin_test" and run.mixture_or_task_name == "svamp_sbs_llm"
     assert run.train_steps > 0 and run.batch_size > 0 and set(run.task_feature_lengths) == {"inputs", "targets"}
     assert run.interval("eval") >= 1 and run.interval("checkpoint") >= 1
-    assert opt.name in optimizers.OPTIMIZERS and T5Config.from_gin().d_model == 64
-    partitioning.MeshConfig().shape(8)
+    assert opt.name in optimizers.OPTIMIZERS and built.model.d_model == 64
+    built.mesh.shape(8)
     if name in ("eval", "infer"):
-        cfg = EvalConfig()
+        cfg = configs.eval_config_from_gin()
         assert cfg.split == "test" and cfg.checkpoint_path == "/tmp/gin_test"
         assert cfg.output_path is None
 
@@ -60,15 +57,16 @@ def test_run_configs_parse_and_build_their_configs(path):
 def test_run_macros_override_from_flags():
     parse([MODEL, "gin/runs/sbs.gin"], RUN_MACROS + ["RATIONALE_WEIGHT = 0.25", "LOSS_MODE = 'paired'",
                                                      "TRAIN_STEPS = 7", "EVAL_EVERY = 2", "CHECKPOINT_EVERY = 3"])
-    run = RunConfig()
-    assert (trainer_lib.LossConfig().rationale_weight, run.loss_mode, run.train_steps) == (0.25, "paired", 7)
+    built = configs.from_gin()
+    run = built.run
+    assert (built.loss.rationale_weight, run.loss_mode, run.train_steps) == (0.25, "paired", 7)
     assert (run.interval("eval"), run.interval("infer"), run.interval("checkpoint")) == (2, 2, 3)
 
 
 @pytest.mark.parametrize("path", gin_files("partitioning"))
 def test_partitioning_presets(path):
     parse([path])
-    shape = partitioning.MeshConfig().shape(8)
+    shape = configs.from_gin(model_dir="", mixture_or_task_name="").mesh.shape(8)
     expected = {"dp.gin": (8, 1, 1), "fsdp.gin": (1, 8, 1), "fsdp_tp.gin": (1, 4, 2), "mesh.gin": (8, 1, 1)}
     assert shape == expected[os.path.basename(path)]
 
@@ -76,4 +74,4 @@ def test_partitioning_presets(path):
 @pytest.mark.parametrize("path", gin_files("hardware"))
 def test_hardware_files_set_a_peak(path):
     parse([MODEL, "gin/runs/finetune.gin", path], RUN_MACROS)
-    assert RunConfig().peak_flops_per_device >= 1e11
+    assert configs.from_gin().run.peak_flops_per_device >= 1e11

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from t5x_sbs import main
-from t5x_sbs.trainer import precompile
+from t5x_sbs.trainer import configs, precompile
 
 BATCH, INPUTS, TARGETS = 16, 32, 16
 GIN = ["gin/runs/sbs.gin", "gin/models/t5_1_1/tiny.gin", "gin/partitioning/fsdp_tp.gin"]
@@ -34,13 +34,15 @@ BINDINGS = [
 def compiled():
     """precompile.run() after main's gin parsing -> (its JSON, the run's partitioner and Trainer)."""
     gin.clear_config()
-    main.parse_gin(GIN, BINDINGS)
+    main.parse_gin(GIN, BINDINGS, defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
     try:
+        run_configs, precompile_config = configs.from_gin(), precompile.PrecompileConfig.from_gin()
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            assert precompile.run() == 0
-        run_config = precompile.run_config_from_gin()
-        _, step_trainer = precompile.build_trainer(run_config, precompile.PrecompileConfig.from_gin())
+            assert precompile.run(run_configs, precompile_config) == 0
+        run_configs = precompile.compile_configs(run_configs)
+        run_config = run_configs.run
+        _, step_trainer = precompile.build_trainer(run_configs, precompile_config)
     finally:
         gin.clear_config()
     lines = out.getvalue().strip().splitlines()

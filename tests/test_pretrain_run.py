@@ -10,9 +10,9 @@ import gin
 import numpy as np
 import pytest
 
-from t5x_sbs import checkpoints, cli, main
+from t5x_sbs import checkpoints, cli
 from t5x_sbs.checkpoints import model_files
-from t5x_sbs.trainer import train_loop
+from t5x_sbs.trainer import configs, train_loop
 from t5x_sbs.data import arith
 from t5x_sbs.records import TeacherRecord
 
@@ -26,9 +26,10 @@ COMMON = ["T5Config.vocab_size = 384", "BATCH_SIZE = 8", "RunConfig.log_every = 
 def train(run_gin: str, model_dir, steps: int, *bindings: str) -> dict:
     gin.clear_config()
     try:
-        main.parse_gin([TINY, run_gin], [f"MODEL_DIR = {json.dumps(str(model_dir))}", f"TRAIN_STEPS = {steps}",
-                                         *COMMON, *bindings], search_paths=[str(REPO)])
-        return train_loop.train(train_loop.RunConfig())
+        run_configs = configs.configs_from_gin(
+            [TINY, run_gin], [f"MODEL_DIR = {json.dumps(str(model_dir))}", f"TRAIN_STEPS = {steps}", *COMMON, *bindings],
+            search_paths=[str(REPO)])
+        return train_loop.train(run_configs)
     finally:
         gin.clear_config()
 

@@ -17,7 +17,7 @@ import pytest
 
 from t5x_sbs import checkpoints, main
 from t5x_sbs.checkpoints import model_files
-from t5x_sbs.trainer import optimizers, train_loop
+from t5x_sbs.trainer import builder, configs, optimizers, train_loop
 from trainer_fixtures import batches as synthetic_batches, tiny_config
 
 TINY_MODEL = ["T5Config.vocab_size = 256", "T5Config.d_model = 32", "T5Config.d_kv = 8", "T5Config.d_ff = 64",
@@ -34,9 +34,7 @@ def svamp_bindings(model_dir, shared_data, steps: int, **extra) -> list[str]:
 
 
 def run_train(bindings) -> dict:
-    gin.clear_config()
-    main.parse_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], bindings)
-    return train_loop.train(train_loop.RunConfig())
+    return train_loop.train(configs.configs_from_gin(["gin/models/t5_1_1/tiny.gin", "gin/runs/sbs.gin"], bindings))
 
 
 def read_jsonl(path):
@@ -176,7 +174,7 @@ def _trainer(run_kw=None, model_kw=None, **opt_kw):
 
     config = optimizers.OptimizerConfig(**opt_kw)
     part = partitioning.Partitioner(partitioning.make_mesh(devices=jax.devices()[:1]))
-    shapes = {k: (8, 16 if k.startswith("encoder") else 12) for k in train_loop._batch_keys(
+    shapes = {k: (8, 16 if k.startswith("encoder") else 12) for k in builder.batch_keys(
         train_loop.RunConfig(model_dir="", mixture_or_task_name=""))}
     make_tx = functools.partial(optimizers.make_optimizer, config, 10)  # the Trainer adds the logical axes
     trainer = trainer_lib.Trainer(Transformer(tiny_config(**(model_kw or {}))), make_tx, part, shapes,

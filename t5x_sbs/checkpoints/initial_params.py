@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 from t5x_sbs.checkpoints import resolve_step_dir, restore_step_dir
+from t5x_sbs.convert import hf_import
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
@@ -23,8 +24,6 @@ def load_initial_params(path: str | os.PathLike, abstract_params: Any, model_con
     fields (max distance, epsilon, ...) differ from the run's is refused."""
     path = pathlib.Path(path)
     if is_hf_dir(path):
-        from t5x_sbs.convert import hf_import
-
         return hf_import.load_hf_params(path, abstract_params, model_config=model_config)
     params, _ = restore_step_dir(resolve_step_dir(path), abstract_params)
     return params

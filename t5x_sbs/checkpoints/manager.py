@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from t5x_sbs.checkpoints.integrity import (  # noqa: F401  (re-exported: one place for completeness)
@@ -350,8 +351,6 @@ def state_metadata(step_dir: str | os.PathLike) -> Any:
 def read_state_leaf(step_dir: str | os.PathLike, path: tuple[str, ...]):
     """One array of a step's state as a host numpy array (for streaming conversion: only this
     tensor is read into memory). `path` is the key path, e.g. ("params", "encoder", ...)."""
-    import numpy as np
-
     target: Any = ocp.RestoreArgs(restore_type=np.ndarray)
     for key in reversed(path):
         target = {key: target}

@@ -10,6 +10,10 @@ import pathlib
 import shutil
 from typing import Any
 
+import numpy as np
+
+from t5x_sbs.models.config import T5Config
+
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "spiece.model"
 
@@ -38,8 +42,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     try:  # numpy / jax dtypes and scalar types
-        import numpy as np
-
         return np.dtype(value).name
     except TypeError:
         return str(value)
@@ -58,8 +60,6 @@ def find_model_config(path: str | os.PathLike) -> pathlib.Path:
 
 def load_model_config(path: str | os.PathLike):
     """The T5Config saved beside a checkpoint (MODEL_DIR, a step dir or best/)."""
-    from t5x_sbs.models.config import T5Config  # the model package; imported when needed
-
     file = find_model_config(path)
     fields = json.loads(file.read_text())
     known = {f.name for f in dataclasses.fields(T5Config)}

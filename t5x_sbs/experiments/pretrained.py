@@ -17,7 +17,15 @@ import json
 import os
 import string
 
+import sentencepiece as spm
+
+from t5x_sbs import checkpoints
+from t5x_sbs.data import pretrain_corpus
+from t5x_sbs.data.vocab import train_sentencepiece
 from t5x_sbs.experiments import runner
+from t5x_sbs.experiments.sweep import _gin_sha256
+from t5x_sbs.tasks import config as task_config
+from t5x_sbs.trainer import configs, train_loop
 
 EXTRA_IDS = 100
 # Characters every pretrained vocabulary holds as pieces, whether or not the corpus has them: a
@@ -49,8 +57,6 @@ class Pretrained:
 
 def corpus_texts(task_texts: list[str], data_dir: str | None) -> tuple[list[str], str]:
     """(documents, where they came from): the shared corpus when `data_dir` has one, and the task's."""
-    from t5x_sbs.data import pretrain_corpus
-
     docs, where = [" ".join(t.split()) for t in task_texts if t.strip()], "the task's train inputs"
     if data_dir and os.path.isfile(os.path.join(data_dir, "MANIFEST.md")):
         shared = [" ".join(d.text.split()) for d in pretrain_corpus.shared_corpus(data_dir)]
@@ -59,8 +65,6 @@ def corpus_texts(task_texts: list[str], data_dir: str | None) -> tuple[list[str]
 
 
 def key(spec: PretrainSpec, corpus_sha: str) -> str:
-    from t5x_sbs.experiments.sweep import _gin_sha256
-
     settings = {**dataclasses.asdict(spec), "root": None, "model_gin": _gin_sha256(spec.model_gin),
                 "run_gin": _gin_sha256(os.path.join("gin", "runs", "pretrain.gin")), "corpus": corpus_sha,
                 "required_characters": REQUIRED_CHARACTERS}
@@ -68,17 +72,12 @@ def key(spec: PretrainSpec, corpus_sha: str) -> str:
 
 
 def vocab_rows(spm_path: str) -> int:
-    import sentencepiece as spm
-
     pieces = spm.SentencePieceProcessor(model_file=spm_path).get_piece_size()
     return -(-(pieces + EXTRA_IDS) // 128) * 128
 
 
 def train_vocabulary(documents: list[str], spm_path: str, vocab_size: int) -> str:
     """Unigram SentencePiece on the corpus, the task prefixes and REQUIRED_CHARACTERS."""
-    from t5x_sbs.data.vocab import train_sentencepiece
-    from t5x_sbs.tasks import config as task_config
-
     prefixes = " ".join(task_config.prefixes().values())
     coverage = " ".join(REQUIRED_CHARACTERS)
     return train_sentencepiece(documents + [prefixes] * 20 + [coverage] * 5, spm_path, vocab_size)
@@ -86,11 +85,6 @@ def train_vocabulary(documents: list[str], spm_path: str, vocab_size: int) -> st
 
 def pretrain(spec: PretrainSpec, documents: list[str], say=print) -> Pretrained:
     """Pretrains (or resumes, or reuses) the student; returns where it is."""
-    import gin
-
-    from t5x_sbs import checkpoints, main
-    from t5x_sbs.trainer import train_loop
-
     text = "".join(d.replace("\n", " ") + "\n" for d in documents)
     home = os.path.join(spec.root, key(spec, hashlib.sha256(text.encode()).hexdigest()))
     model_dir, spm_path, corpus = os.path.join(home, "model"), os.path.join(home, "spiece.model"), os.path.join(home, "corpus.txt")
@@ -101,18 +95,21 @@ def pretrain(spec: PretrainSpec, documents: list[str], say=print) -> Pretrained:
             f.write(text)
         if not os.path.isfile(spm_path):
             train_vocabulary(documents, spm_path, spec.vocab_size)
-        rows = vocab_rows(spm_path)
         say(f"      pretraining the student: {spec.steps} steps of span corruption on {len(documents)} documents -> {model_dir}")
-        bindings = [f"MODEL_DIR = {json.dumps(model_dir)}", f"TRAIN_STEPS = {spec.steps}", f"BATCH_SIZE = {spec.batch_size}",
-                    "MIXTURE_OR_TASK_NAME = 'text_span_corruption'", f"SPM_PATH = {json.dumps(spm_path)}",
-                    f"TASK_FEATURE_LENGTHS = {json.dumps({'inputs': spec.inputs_length, 'targets': spec.targets_length})}",
-                    f"tasks.pretrain.text_files.paths = [{json.dumps(corpus)}]", f"T5Config.vocab_size = {rows}",
-                    f"RunConfig.seed = {spec.seed}", f"EVAL_EVERY = {max(1, spec.steps // 2)}", "RunConfig.eval_batches = 2",
-                    "RunConfig.keep_checkpoints = 1", "RunConfig.log_every = 50"]
-        gin.clear_config()
-        try:
-            main.parse_gin([spec.model_gin, "gin/runs/pretrain.gin"], bindings, search_paths=[runner.REPO])
-            train_loop.train(train_loop.RunConfig())
-        finally:
-            gin.clear_config()
+        with configs.gin_scope():
+            train_loop.train(pretrain_configs(spec, model_dir, spm_path, corpus))
     return Pretrained(model_dir, spm_path, vocab_rows(spm_path), reused=done, documents=len(documents))
+
+
+def pretrain_configs(spec: PretrainSpec, model_dir: str, spm_path: str, corpus: str) -> configs.TrainConfigs:
+    """The pretraining run's typed configs: gin/runs/pretrain.gin (with its macros and the corpus
+    and vocabulary the tasks read, the data edge) parsed once, then this spec's own settings."""
+    lengths = {"inputs": spec.inputs_length, "targets": spec.targets_length}
+    bindings = [f"MODEL_DIR = {json.dumps(model_dir)}", f"TRAIN_STEPS = {spec.steps}", f"BATCH_SIZE = {spec.batch_size}",
+                "MIXTURE_OR_TASK_NAME = 'text_span_corruption'", f"SPM_PATH = {json.dumps(spm_path)}",
+                f"TASK_FEATURE_LENGTHS = {json.dumps(lengths)}", f"EVAL_EVERY = {max(1, spec.steps // 2)}",
+                f"tasks.pretrain.text_files.paths = [{json.dumps(corpus)}]"]
+    parsed = configs.configs_from_gin([spec.model_gin, "gin/runs/pretrain.gin"], bindings, search_paths=[runner.REPO])
+    return dataclasses.replace(
+        parsed.with_run(seed=spec.seed, eval_batches=2, keep_checkpoints=1, log_every=50),
+        model=dataclasses.replace(parsed.model, vocab_size=vocab_rows(spm_path)))

@@ -1,7 +1,12 @@
 """Train one cell through the trainer and score it the way the paper does.
 
-A cell = one trainer run (t5x_sbs.trainer.train_loop, configured by gin: the model file, gin/runs/
-demo.gin and the bindings below) in its own MODEL_DIR; rerunning resumes from its checkpoints.
+A cell = one trainer run (t5x_sbs.trainer.train_loop) in its own MODEL_DIR; rerunning resumes from
+its checkpoints. Its typed configs (t5x_sbs.trainer.configs.TrainConfigs) come from the model's gin
+file and gin/runs/demo.gin, the demo run's one definition, with the TrainSpec as demo.gin's macros
+(`gin_bindings`), parsed once in isolation by `configs.configs_from_gin` and passed to
+`train_loop.train` explicitly. The spec's free-form `bindings` (a sweep's `gin_bindings`) come
+last, so they override the spec's macros as before. The tasks' data settings (DATA_DIR,
+DATA_FRACTION, SPM_PATH, teacher files) stay bound in gin for the run: the data edge.
 Scores are the trainer's own (t5x_sbs.trainer.evaluation): greedy answers from the label prefix alone
 (no rationale), scored with the task's seqio metric; the best checkpoint is kept by validation
 accuracy and test is evaluated at it (MODEL_DIR/test_results.json).
@@ -15,7 +20,17 @@ import json
 import logging
 import os
 
+import jax
 import numpy as np
+import sentencepiece as spm
+from jax.experimental.compilation_cache import compilation_cache
+
+from t5x_sbs import checkpoints
+from t5x_sbs.experiments import preparation
+from t5x_sbs.experiments.tables import METHODS
+from t5x_sbs.models.t5 import init_params
+from t5x_sbs.names import mixture_name
+from t5x_sbs.trainer import configs, evaluation, train_loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_GIN = os.path.join(REPO, "gin", "runs", "demo.gin")
@@ -53,9 +68,6 @@ class TrainSpec:
 def enable_compilation_cache(directory: str) -> None:
     """JAX's persistent compilation cache: students of one demo/sweep share model and shapes, so
     only the first compiles its steps (also across reruns). Safe to call after JAX started."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     compilation_cache.reset_cache()  # re-read the settings even if something compiled before
@@ -63,8 +75,6 @@ def enable_compilation_cache(directory: str) -> None:
 
 def padded_vocab_size(spm_path: str, multiple: int = 128) -> int:
     """SentencePiece size rounded up to a multiple (T5: 32100 pieces -> 32128 rows)."""
-    import sentencepiece as spm
-
     size = spm.SentencePieceProcessor(model_file=spm_path).get_piece_size()
     return -(-size // multiple) * multiple
 
@@ -93,45 +103,34 @@ def gin_bindings(spec: TrainSpec) -> list[str]:
     return out + list(spec.bindings)
 
 
+def train_configs(spec: TrainSpec) -> configs.TrainConfigs:
+    """The cell's typed configs (gin parsed once, in isolation; the tasks' settings stay bound)."""
+    return configs.configs_from_gin([spec.model_gin, RUN_GIN], gin_bindings(spec), search_paths=[REPO])
+
+
 def train(spec: TrainSpec) -> dict:
-    """Runs (or resumes) the trainer in this process with a fresh gin config."""
-    import gin
-
-    from t5x_sbs import main
-    from t5x_sbs.trainer import train_loop
-
-    gin.clear_config()
-    main.parse_gin([spec.model_gin, RUN_GIN], gin_bindings(spec), search_paths=[REPO])
-    return train_loop.train(train_loop.RunConfig())
+    """Runs (or resumes) the trainer in this process on the spec's typed configs."""
+    return train_loop.train(train_configs(spec))
 
 
 def test_correctness(spec: TrainSpec) -> list[float]:
     """Per test question (split order), 1.0 if the validation-selected checkpoint answers it
     right from the label prefix, else 0.0: the trainer's `infer` run mode, scored one question
     at a time by the task's own seqio metric. For paired tests across methods and seeds."""
-    import gin
-
-    from t5x_sbs import main
-    from t5x_sbs.trainer import evaluation
-
     path = os.path.join(spec.model_dir, "predictions_test.jsonl")
-    gin.clear_config()
-    main.parse_gin([spec.model_gin, RUN_GIN], gin_bindings(spec) + [
-        "EvalConfig.split = 'test'", f"EvalConfig.output_path = {json.dumps(path)}"], search_paths=[REPO])
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation.run_mode("infer")
-    task = evaluation.label_task_name(spec.mixture)
-    metric, _ = evaluation.selection_metric(spec.mixture)
-    with open(path, encoding="utf-8") as f:
-        predictions = [json.loads(line) for line in f]
-    gin.clear_config()
+    infer_config = configs.EvalConfig(split="test", output_path=path)
+    with configs.gin_scope():
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluation.run_mode("infer", train_configs(spec), infer_config)
+        task = evaluation.label_task_name(spec.mixture)
+        metric, _ = evaluation.selection_metric(spec.mixture)
+        with open(path, encoding="utf-8") as f:
+            predictions = [json.loads(line) for line in f]
     return [float(evaluation.decode_metrics(task, [p])[metric]) for p in predictions]
 
 
 def best_step_dir(model_dir: str) -> str:
     """The checkpoint the trainer kept as best on validation (else its latest)."""
-    from t5x_sbs import checkpoints
-
     best = os.path.join(model_dir, checkpoints.BEST_DIR)
     return str(checkpoints.resolve_step_dir(best if checkpoints.complete_steps(best) else model_dir))
 
@@ -156,31 +155,12 @@ def score(model_dir: str) -> dict:
 
 def prepare(config) -> tuple[str, str, tuple[str, ...]]:
     """Data, teacher store and vocabulary of a sweep, made once under out_dir (the demo's steps
-    1-3a); returns (data_dir, spm_path, gin bindings for the tasks). Paper datasets with a
-    `replay:` teacher read the stored PaLM outputs directly (no store needed)."""
-    import types
-
-    from t5x_sbs.experiments import demo
-
-    args = types.SimpleNamespace(
-        out_dir=config.out_dir, dataset=config.dataset, data_dir=config.data_dir, teacher=config.teacher,
-        teacher_args="", seed=0, train_size=config.train_size, eval_size=config.eval_size,
-        vocab_size=config.vocab_size, spm_path=config.spm_path)
-    data_dir = demo.prepare_data(args)
-    if config.dataset != "arith" and config.teacher.startswith("replay:"):
-        from t5x_sbs.tasks import catalog
-        catalog.register_all()
-        spm_path = config.spm_path or demo.vocabulary_from_texts(args, _paper_texts(config.dataset, data_dir))
-        return data_dir, spm_path, ()
-    store = demo.annotate(args, data_dir)
-    bindings = demo.register(args, data_dir, store)
-    return data_dir, demo.vocabulary(args, data_dir, store), bindings
-
-
-def _paper_texts(dataset: str, data_dir: str) -> list[str]:
-    from t5x_sbs.data.vocab import dataset_texts
-
-    return dataset_texts(dataset, data_dir, ("train",))
+    1-3a, t5x_sbs.experiments.preparation); returns (data_dir, spm_path, gin bindings for the tasks)."""
+    settings = preparation.DataSettings(
+        out_dir=config.out_dir, dataset=config.dataset, data_dir=config.data_dir or "", teacher=config.teacher, seed=0,
+        train_size=config.train_size, eval_size=config.eval_size, vocab_size=config.vocab_size,
+        spm_path=config.spm_path or "")
+    return preparation.prepare_shared(settings)
 
 
 _PREPARED: dict[str, tuple] = {}
@@ -188,9 +168,6 @@ _PREPARED: dict[str, tuple] = {}
 
 def sweep_cell(config, cell, cell_dir: str) -> dict:
     """One sweep cell: train (or resume) in cell_dir, score from the label prefix."""
-    from t5x_sbs.experiments.tables import METHODS
-    from t5x_sbs.names import mixture_name
-
     if config.out_dir not in _PREPARED:
         enable_compilation_cache(os.path.join(config.out_dir, "jax_cache"))
         _PREPARED[config.out_dir] = prepare(config)
@@ -211,23 +188,13 @@ def sweep_cell(config, cell, cell_dir: str) -> dict:
 
 def size_params(config) -> dict[str, int] | None:
     """Parameter count per size (eval_shape only), for the accuracy-vs-size figure."""
-    import gin
-    import jax
-
-    from t5x_sbs.models.config import T5Config
-    from t5x_sbs.models.t5 import init_params
-
-    counts = {}
-    gin.add_config_file_search_path(REPO)
     # the cells' embedding rows: the sweep's SentencePiece size padded as in gin_bindings()
     spm_path = config.spm_path or os.path.join(config.out_dir, "vocab", "spm.model")
     vocab = padded_vocab_size(spm_path) if os.path.exists(spm_path) else config.vocab_size
+    counts = {}
     for size in config.sizes:
-        gin.clear_config()
-        gin.parse_config_files_and_bindings([config.model_gin(size)],
-                                            [f"T5Config.vocab_size = {vocab}", *config.gin_bindings])
-        model_config = T5Config.from_gin()
+        model_config = configs.model_config_from_gin(
+            [config.model_gin(size)], [f"T5Config.vocab_size = {vocab}", *config.gin_bindings], search_paths=[REPO])
         shapes = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
         counts[size] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
-    gin.clear_config()
     return counts

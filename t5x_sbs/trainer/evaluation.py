@@ -8,41 +8,31 @@ for the label task's split, or for EvalConfig.input_file (one raw input text per
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import pathlib
 import re
 
-import gin
 import jax
 import numpy as np
 import seqio
 from jax.experimental import multihost_utils
 
 from t5x_sbs import checkpoints
-from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.names import LABEL_TASK_ID, RATIONALE_TASK_ID
+from t5x_sbs.tasks import catalog
+from t5x_sbs.tasks import config as task_config
+from t5x_sbs.trainer import builder, input_pipeline
+from t5x_sbs.trainer.configs import EvalConfig, TrainConfigs
 
 log = logging.getLogger(__name__)
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    split: str = "test"
-    checkpoint_path: str | None = None  # a MODEL_DIR (its best/ if kept, else latest) or a step dir
-    output_path: str | None = None
-    input_file: str | None = None  # infer: raw input texts, one per line (the label prefix is added)
-    max_batches: int | None = None
 
 
 # ----------------------------------------------------------------------------- which task
 def label_task_name(mixture_or_task_name: str) -> str:
     """The task decoded for metrics: `{ds}_label_gold` when registered, else the mixture's first
     task that has metric functions (its label task), else the task itself."""
-    from t5x_sbs.tasks import catalog
     catalog.register_all()
 
     match = re.fullmatch(r"(.+)_(?:sbs|standard|label)_(gold|llm)(?:_paired)?", mixture_or_task_name)
@@ -185,8 +175,6 @@ def _restore(run, cfg, trainer):
 
 def _input_file_batches(path: str, lengths, batch_size: int, vocabulary, eos_id: int) -> list[dict]:
     """Raw texts (one per line) -> global encoder batches, with the label prefix, truncated, EOS-ended."""
-    from t5x_sbs.tasks import config as task_config
-
     prefix = task_config.prefixes()["label"]
     lines = [line.rstrip("\n") for line in open(path, encoding="utf-8")]
     empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
@@ -202,13 +190,12 @@ def _input_file_batches(path: str, lengths, batch_size: int, vocabulary, eos_id:
     return batches
 
 
-def run_mode(mode: str) -> int:
-    from t5x_sbs.trainer import train_loop
-
-    run, cfg = train_loop.RunConfig(), EvalConfig()
+def run_mode(mode: str, configs: TrainConfigs, cfg: EvalConfig) -> int:
+    """The eval / infer run modes on the run's typed configs and the EvalConfig."""
+    run = configs.run
     source_dir = cfg.checkpoint_path or run.model_dir
-    train_loop.resolve_vocabulary(run, checkpoints_dir=source_dir)
-    _, part, trainer = train_loop.build(dataclasses.replace(run, pack=False))
+    builder.resolve_vocabulary(run, checkpoints_dir=source_dir)
+    _, part, trainer = builder.build(configs.with_run(pack=False))
     params_state, source = _restore(run, cfg, trainer)
     params = params_state.params
     log.info("evaluating %s (step %d)", source, int(params_state.step))

@@ -32,6 +32,7 @@ import seqio
 
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.names import LABEL_TASK_ID, LOSS_MODES
+from t5x_sbs.tasks import catalog
 
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
@@ -102,9 +103,7 @@ def _warn_unknown_pieces(task: seqio.Task, targets: list[np.ndarray]) -> int:
 
 
 def _tasks_and_rates(name: str) -> tuple[list[seqio.Task], np.ndarray]:
-    from t5x_sbs.tasks import catalog
     catalog.register_all()
-
     provider = seqio.get_mixture_or_task(name)
     if isinstance(provider, seqio.Mixture):
         members = [t for t in provider.tasks if provider.get_rate(t) > 0]
@@ -310,7 +309,6 @@ class Prefetcher(Iterator):
 def _eval_dataset(name: str, split: str, feature_lengths: Mapping[str, int]):
     """A task or mixture's split, unpacked and in order, through the feature converter; read whole by
     every process (no ShardInfo)."""
-    from t5x_sbs.tasks import catalog
     catalog.register_all()
 
     return seqio.get_dataset(
@@ -338,7 +336,6 @@ def eval_target_texts(name: str, split: str, *, max_rows: int | None = None) -> 
     eval_batches, or None when the task keeps none. Metrics compare predictions with these, as
     seqio's Evaluator does: a target the vocabulary cannot spell (it decodes to the unknown piece,
     as a wrong prediction may) or one cut at the target length never counts as matched."""
-    from t5x_sbs.tasks import catalog
     catalog.register_all()
 
     ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split=split, shuffle=False,

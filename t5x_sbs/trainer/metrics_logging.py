@@ -16,6 +16,9 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from clu import metric_writers
+
+from t5x_sbs.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def flops_per_step(params: Any, batch_size: int, input_length: int, target_lengt
 
 def _writer(model_dir: str):
     """clu's default writer: TensorBoard events from process 0, plain logging on the others."""
-    from clu import metric_writers
-
     return metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() != 0)
 
 
@@ -44,8 +45,6 @@ class MetricsLogger:
 
     def __init__(self, model_dir: str, *, flops_per_step: float, tokens_per_step: int,
                  peak_flops_per_device: float | None, total_steps: int, initial_step: int = 0):
-        from t5x_sbs.progress import progress
-
         self.primary = jax.process_index() == 0
         self.path = os.path.join(model_dir, "metrics.jsonl")
         self.flops_per_step, self.tokens_per_step = flops_per_step, tokens_per_step

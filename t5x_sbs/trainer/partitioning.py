@@ -62,9 +62,13 @@ class MeshConfig:
         return tuple(dims)
 
 
+# Data parallel over every device: the mesh when no MeshConfig is given (never read from gin here).
+DATA_PARALLEL = MeshConfig(data=-1, fsdp=1, model=1)
+
+
 def make_mesh(config: MeshConfig | None = None, devices: list | None = None) -> Mesh:
     """The (data, fsdp, model) mesh over all (global) devices, with Auto axis types."""
-    config = config or MeshConfig()
+    config = config or DATA_PARALLEL
     devices = devices if devices is not None else jax.devices()
     shape = config.shape(len(devices))
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)

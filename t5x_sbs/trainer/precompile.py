@@ -20,6 +20,9 @@ and `compiled.memory_analysis()` / `cost_analysis()` say what one device needs:
   numerator (t5x_sbs.trainer.metrics_logging); `step_time_at_peak_s` = that / (devices × peak) when
   PEAK_FLOPS_PER_DEVICE is bound (gin/hardware/*.gin): the step time at 100% MFU.
 
+It compiles from the run's typed configs (t5x_sbs.trainer.configs.TrainConfigs) and a
+`PrecompileConfig`, both read from gin once by the entry point (t5x_sbs.main).
+
 On CPU these come from the CPU compiler's buffer assignment; the GPU/TPU compilers fuse and
 schedule differently (usually less temp), so read them as a close estimate, not a guarantee.
 """
@@ -34,24 +37,29 @@ from typing import Any
 import gin
 import jax
 
-from t5x_sbs.trainer import optimizers, train_loop
+from t5x_sbs.trainer import builder
+from t5x_sbs.trainer.configs import RunConfig, TrainConfigs
 from t5x_sbs.trainer.metrics_logging import flops_per_step
 
-UNSET_RUN_MACROS = {"MODEL_DIR": "''", "MIXTURE_OR_TASK_NAME": "''"}  # a compile needs neither
+# Bound before the user's gin files (t5x_sbs.main): a compile needs neither output macro.
+UNSET_RUN_MACRO_DEFAULTS = ["MODEL_DIR = ''", "MIXTURE_OR_TASK_NAME = ''"]
 
 
 @dataclasses.dataclass(frozen=True)
 class PrecompileConfig:
     """Batch, lengths, packing and microbatches come from the run's `RunConfig` (BATCH_SIZE,
-    TASK_FEATURE_LENGTHS, ...); these two are precompile's own, read from gin macros (macros
+    TASK_FEATURE_LENGTHS, ...); these are precompile's own, read from gin macros (macros
     need no import to be bound: `--gin.NUM_DEVICES=8 --gin.DEVICE_MEMORY_GB=80`)."""
 
     num_devices: int | None = None  # NUM_DEVICES: fake CPU devices to compile for; default: present
     device_memory_gb: float | None = None  # DEVICE_MEMORY_GB: when set, report whether it fits
+    peak_flops_per_device: float | None = None  # PEAK_FLOPS_PER_DEVICE (gin/hardware/*.gin)
 
     @classmethod
     def from_gin(cls) -> "PrecompileConfig":
-        return cls(num_devices=_macro("NUM_DEVICES"), device_memory_gb=_macro("DEVICE_MEMORY_GB"))
+        """Read by the entry point, once, after the gin files are parsed."""
+        return cls(num_devices=_macro("NUM_DEVICES"), device_memory_gb=_macro("DEVICE_MEMORY_GB"),
+                   peak_flops_per_device=_macro("PEAK_FLOPS_PER_DEVICE"))
 
 
 def _macro(name: str) -> Any:
@@ -61,14 +69,9 @@ def _macro(name: str) -> Any:
         return None
 
 
-def run_config_from_gin() -> train_loop.RunConfig:
-    """The run's RunConfig as gin binds it; the output-only macros may be left unset."""
-    for name, placeholder in UNSET_RUN_MACROS.items():
-        try:
-            gin.query_parameter(f"%{name}")
-        except ValueError:
-            gin.parse_config(f"{name} = {placeholder}")
-    return train_loop.RunConfig(model_dir="", mixture_or_task_name="")
+def compile_configs(configs: TrainConfigs) -> TrainConfigs:
+    """The run's configs as precompile compiles them: the output-only fields are moot."""
+    return configs.with_run(model_dir="", mixture_or_task_name="")
 
 
 def ensure_devices(count: int | None) -> list:
@@ -87,10 +90,10 @@ def ensure_devices(count: int | None) -> list:
     return devices
 
 
-def build_trainer(run: train_loop.RunConfig, config: PrecompileConfig, **build_overrides):
-    """The training run's own (partitioner, Trainer): `train_loop.build`, nothing copied."""
+def build_trainer(configs: TrainConfigs, config: PrecompileConfig):
+    """The training run's own (partitioner, Trainer): `builder.build`, nothing copied."""
     ensure_devices(config.num_devices)
-    _, partitioner, step_trainer = train_loop.build(run, **build_overrides)
+    _, partitioner, step_trainer = builder.build(configs)
     return partitioner, step_trainer
 
 
@@ -112,7 +115,7 @@ def state_bytes_per_device(abstract_state) -> int:
                for x in jax.tree.leaves(abstract_state))
 
 
-def report(compiled, step_trainer, run: train_loop.RunConfig, config: PrecompileConfig, *,
+def report(compiled, step_trainer, configs: TrainConfigs, config: PrecompileConfig, *,
            lower_s: float, compile_s: float) -> dict[str, Any]:
     """The one JSON object precompile prints."""
     memory = compiled.memory_analysis()
@@ -122,6 +125,7 @@ def report(compiled, step_trainer, run: train_loop.RunConfig, config: Precompile
     total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
              + memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
     flops = float(cost.get("flops", 0.0))
+    run: RunConfig = configs.run
     lengths = run.task_feature_lengths
     model_flops = flops_per_step(step_trainer.abstract_state().params, run.batch_size,
                                  lengths["inputs"], lengths["targets"])
@@ -135,7 +139,7 @@ def report(compiled, step_trainer, run: train_loop.RunConfig, config: Precompile
         "targets_length": run.task_feature_lengths["targets"],
         "packed": run.pack,
         "num_microbatches": run.num_microbatches,
-        "optimizer": optimizers.OptimizerConfig().name,
+        "optimizer": configs.optimizer.name,
         "dtype": model_config.dtype,
         "param_dtype": model_config.param_dtype,
         "scan_layers": model_config.scan_layers,
@@ -156,7 +160,7 @@ def report(compiled, step_trainer, run: train_loop.RunConfig, config: Precompile
         "lower_time_s": round(lower_s, 2),
         "compile_time_s": round(compile_s, 2),
     }
-    peak = _macro("PEAK_FLOPS_PER_DEVICE")
+    peak = config.peak_flops_per_device
     if peak:
         out["step_time_at_peak_s"] = model_flops / (mesh.size * float(peak))
     if config.device_memory_gb is not None:
@@ -165,14 +169,14 @@ def report(compiled, step_trainer, run: train_loop.RunConfig, config: Precompile
     return out
 
 
-def run(args: Any = None) -> int:
-    """Entry point for `main --run_mode=precompile`, after main has parsed the gin files/flags.
+def run(configs: TrainConfigs, config: PrecompileConfig) -> int:
+    """`main --run_mode=precompile` on the run's typed configs and the PrecompileConfig.
 
     Prints one JSON object; returns 1 when `device_memory_gb` is set and the step does not fit.
     """
-    config, run_config = PrecompileConfig.from_gin(), run_config_from_gin()
-    partitioner, step_trainer = build_trainer(run_config, config)
+    configs = compile_configs(configs)
+    partitioner, step_trainer = build_trainer(configs, config)
     compiled, lower_s, compile_s = compile_train_step(partitioner, step_trainer)
-    result = report(compiled, step_trainer, run_config, config, lower_s=lower_s, compile_s=compile_s)
+    result = report(compiled, step_trainer, configs, config, lower_s=lower_s, compile_s=compile_s)
     print(json.dumps(result), flush=True)
     return 0 if result.get("fits", True) else 1

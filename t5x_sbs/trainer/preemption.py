@@ -7,6 +7,8 @@ import threading
 from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,7 @@ class PreemptionGuard:
     def should_stop(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.requested
-        from jax.experimental import multihost_utils
-
         if self.use_jax_sync_point:
             return bool(multihost_utils.reached_preemption_sync_point(int(step)))
-        import numpy as np
-
         flags = multihost_utils.process_allgather(np.int32(self.requested))
         return bool(np.asarray(flags).any())

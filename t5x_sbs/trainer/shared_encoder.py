@@ -28,6 +28,7 @@ import numpy as np
 
 from t5x_sbs.trainer import input_pipeline
 from t5x_sbs.names import LABEL_TASK_ID, PAD_TASK_ID, RATIONALE_TASK_ID
+from t5x_sbs.tasks import config as task_config
 
 LOSS_MODE = "shared_encoder"
 BATCH_KEYS = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions", "decoder_input_tokens",
@@ -130,9 +131,7 @@ class SharedEncoderBatches(input_pipeline.TrainBatches):
 
 def rationale_prefix_tokens(task) -> np.ndarray:
     """The rationale prefix (tasks.config.prefixes, e.g. 'explain:') in the task's vocabulary."""
-    from t5x_sbs.tasks import config
-
-    text = config.prefixes()["rationale"].strip()
+    text = task_config.prefixes()["rationale"].strip()
     return np.asarray(task.output_features["targets"].vocabulary.encode(text) if text else [], np.int32)
 
 

@@ -1,30 +1,24 @@
 """The train run mode: build, restore or initialise, step, log, evaluate, checkpoint, stop cleanly.
 
-Gin wires `RunConfig` (T5X macro names in gin/runs/*.gin); everything else is built from it.
-Without a SentencePiece model (SPM_PATH None) the run trains one on the task's training texts and
-keeps it as MODEL_DIR/spiece.model, which a resumed run (and eval/infer) reuses.
+`train(configs)` takes the run's typed configs (t5x_sbs.trainer.configs.TrainConfigs, read from
+gin once by the entry point) and builds everything from them (t5x_sbs.trainer.builder).
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import logging
 import math
 import os
 
-import gin
 import jax
 
 from t5x_sbs import checkpoints
-from t5x_sbs.checkpoints import model_files
-from t5x_sbs.trainer import evaluation
-from t5x_sbs.checkpoints import initial_params
-from t5x_sbs.trainer import input_pipeline, optimizers, partitioning, preemption, shared_encoder
-from t5x_sbs.trainer import train_step as trainer_lib
+from t5x_sbs.checkpoints import initial_params, model_files
+from t5x_sbs.trainer import evaluation, input_pipeline, preemption, shared_encoder
+# Looked up in this module at call time: tests and benchmarks wrap train_loop.build.
+from t5x_sbs.trainer.builder import build, resolve_vocabulary
+from t5x_sbs.trainer.configs import RunConfig, TrainConfigs
 from t5x_sbs.trainer.metrics_logging import MetricsLogger, flops_per_step
-from t5x_sbs.models.config import T5Config
-from t5x_sbs.models.t5 import Transformer
 
 log = logging.getLogger(__name__)
 TEST_RESULTS_FILE = "test_results.json"
@@ -32,157 +26,6 @@ TEST_RESULTS_FILE = "test_results.json"
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    model_dir: str = gin.REQUIRED
-    mixture_or_task_name: str = gin.REQUIRED
-    task_feature_lengths: dict = dataclasses.field(default_factory=lambda: {"inputs": 256, "targets": 256})
-    train_steps: int = 1000
-    batch_size: int = 64
-    loss_mode: str = "mixture"  # paired | mixture | shared_encoder (one encoder pass for both targets)
-    pack: bool = True
-    initial_checkpoint_path: str | None = None
-    seed: int = 0
-    num_microbatches: int = 1
-    log_every: int = 10
-    eval_every: int | None = None  # teacher-forced validation loss; None: about 4 times a run
-    infer_eval_every: int | None = None  # decode + metrics on validation; None: = eval_every
-    eval_batches: int = 8
-    test_batches: int | None = None  # final test on the best checkpoint: None = the whole split
-    checkpoint_every: int | None = None  # None: = eval_every
-    keep_checkpoints: int = 3
-    peak_flops_per_device: float | None = None
-    auto_vocab_size: int = 512  # SentencePiece size trained when no SPM_PATH is given
-    # Stop after this many in-training inference evaluations without a better validation metric.
-    early_stopping_patience: int | None = None
-    use_cached: bool = False  # read the tasks' SeqIO cache (seqio cache_tasks_main) for training
-    prefetch_batches: int = 2  # host batches built ahead on a thread; 0: on the main thread (benchmarks)
-
-    def __post_init__(self):
-        """Bad numbers fail when the config is built, before any work (names the gin macro)."""
-        checks = (("train_steps", "TRAIN_STEPS", 1), ("batch_size", "BATCH_SIZE", 1), ("num_microbatches", None, 1),
-                  ("log_every", None, 1), ("eval_batches", None, 1), ("keep_checkpoints", None, 1),
-                  ("eval_every", "EVAL_EVERY", 1), ("infer_eval_every", None, 1), ("checkpoint_every", None, 1),
-                  ("test_batches", None, 1), ("prefetch_batches", None, 0))
-        for field, macro, least in checks:
-            value = getattr(self, field)
-            if value is None and field not in ("train_steps", "batch_size", "num_microbatches", "log_every"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                where = f"RunConfig.{field}" + (f" (gin {macro})" if macro else "")
-                raise ValueError(f"{where} must be an integer >= {least}, got {value!r}")
-
-    def interval(self, name: str) -> int:
-        """EVAL/INFER/CHECKPOINT intervals, defaulting to a quarter of the run (at most 1000)."""
-        auto = max(1, min(1000, -(-self.train_steps // 4)))
-        value = {"eval": self.eval_every, "infer": self.infer_eval_every or self.eval_every,
-                 "checkpoint": self.checkpoint_every or self.eval_every}[name]
-        return int(value or auto)
-
-
-def build(run: RunConfig, model_config: T5Config | None = None, mesh_config=None, optimizer_config=None,
-          loss_config=None):
-    """(model config, partitioner, Trainer) for a run; gin supplies what is not given."""
-    model_config = model_config or T5Config.from_gin()
-    optimizer_config = optimizer_config or optimizers.OptimizerConfig()
-    part = partitioning.Partitioner(partitioning.make_mesh(mesh_config or partitioning.MeshConfig()))
-    part.check_batch_size(run.batch_size)
-    lengths = run.task_feature_lengths
-    shapes = {k: (run.batch_size, lengths["inputs"] if k.startswith("encoder") else lengths["targets"])
-              for k in _batch_keys(run)}
-    # The Trainer completes make_optimizer with the params' logical axes (Adafactor factors by them).
-    make_tx = functools.partial(optimizers.make_optimizer, optimizer_config, run.train_steps)
-    trainer = trainer_lib.Trainer(
-        Transformer(model_config), make_tx, part, shapes,
-        loss_config=loss_config or trainer_lib.LossConfig(), schedule=optimizers.make_schedule(optimizer_config, run.train_steps),
-        num_microbatches=run.num_microbatches, seed=run.seed)
-    return model_config, part, trainer
-
-
-def _batch_keys(run: RunConfig) -> list[str]:
-    if run.loss_mode == shared_encoder.LOSS_MODE:
-        return list(shared_encoder.BATCH_KEYS)
-    keys = ["encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
-            "decoder_task_ids"]
-    if run.pack:
-        keys += ["encoder_segment_ids", "decoder_segment_ids", "encoder_positions", "decoder_positions"]
-    return keys
-
-
-# ----------------------------------------------------------------------------- vocabulary
-def _training_texts(task_name: str) -> list[str]:
-    """Every string field of the raw (untokenized) train rows of a task or mixture's tasks."""
-    import seqio
-
-    provider = seqio.get_mixture_or_task(task_name)
-    texts = []
-    for task in getattr(provider, "tasks", [provider]):
-        for row in task.source.get_dataset(split="train", shuffle=False).as_numpy_iterator():
-            texts += [v.decode("utf-8") for v in row.values() if isinstance(v, bytes)]
-    return texts
-
-
-def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, checkpoints_dir: str | None = None,
-                       train_if_missing: bool = False) -> str:
-    """The SentencePiece model of a run: SPM_PATH when bound, else MODEL_DIR/spiece.model (a resumed
-    run, or `checkpoints_dir` for eval/infer), else (training) one trained on the task's train texts.
-    Binds it for the tasks and checks it fits the model's embedding."""
-    from t5x_sbs.tasks import config as task_config
-    from t5x_sbs.data import vocab as vocab_lib
-
-    try:
-        path = task_config.vocabulary_path()
-    except ValueError:
-        path = None
-    kept = os.path.join(checkpoints_dir or run.model_dir, model_files.VOCAB_FILE)
-    initial = vocab_lib.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
-    if path is None and os.path.isfile(kept):
-        path = kept
-        log.info("vocabulary: %s (kept by the run)", path)
-    elif path is None and initial:  # a (pre)trained initial checkpoint's own vocabulary
-        path = initial
-        log.info("vocabulary: %s (the initial checkpoint's)", path)
-    elif path is None and train_if_missing:
-        path = os.path.join(run.model_dir, model_files.VOCAB_FILE)
-        rows = model_config.vocab_size - task_config.vocabulary_extra_ids() if model_config else run.auto_vocab_size
-        size = min(run.auto_vocab_size, rows)  # the sentinels (extra ids) need rows too
-        task = input_pipeline.training_task_name(run.mixture_or_task_name, run.loss_mode)
-        _primary_then_others(lambda: vocab_lib.train_sentencepiece(_training_texts(task), path, size))
-        log.info("no SPM_PATH: trained a %d-piece SentencePiece vocabulary on %s train texts -> %s",
-                 size, task, path)
-    elif path is None:
-        raise ValueError(f"no vocabulary: SPM_PATH is not set and {kept} does not exist")
-    gin.bind_parameter("tasks.config.vocabulary_path.path", path)
-    if model_config is not None:
-        _check_vocab_size(path, model_config)
-    return path
-
-
-def _primary_then_others(fn) -> None:
-    """Runs `fn` on process 0 (it writes into the shared MODEL_DIR); the others wait for it."""
-    if jax.process_index() == 0:
-        fn()
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("t5x_sbs vocabulary")
-
-
-def _check_vocab_size(path: str, model_config: T5Config) -> None:
-    import seqio
-
-    from t5x_sbs.tasks import config as task_config
-
-    size = seqio.SentencePieceVocabulary(path, extra_ids=task_config.vocabulary_extra_ids()).vocab_size  # + sentinels
-    if size > model_config.vocab_size:
-        raise ValueError(f"vocabulary {path} has {size} pieces, more than T5Config.vocab_size="
-                         f"{model_config.vocab_size} (the embedding): bind T5Config.vocab_size >= {size}")
-    if size < model_config.vocab_size:
-        log.info("vocabulary %s: %d pieces, embedding %d rows (unused rows are fine)", path, size,
-                 model_config.vocab_size)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -331,10 +174,11 @@ def _needs_sync(run: RunConfig, evaluator: _Evaluator, step: int) -> bool:
     return step == run.train_steps or evaluator.due(step) or step % run.interval("checkpoint") == 0
 
 
-def train(run: RunConfig, **build_overrides) -> dict:
+def train(configs: TrainConfigs) -> dict:
     """Runs to TRAIN_STEPS, early stopping or a preemption; returns the last logged metrics."""
+    run = configs.run
     os.makedirs(run.model_dir, exist_ok=True)
-    model_config, part, trainer = build(run, **build_overrides)
+    model_config, part, trainer = build(configs)
     spm = resolve_vocabulary(run, model_config, train_if_missing=True)
     kept_vocab = os.path.join(run.model_dir, model_files.VOCAB_FILE)
     same = os.path.exists(kept_vocab) and os.path.samefile(spm, kept_vocab)
