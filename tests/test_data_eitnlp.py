@@ -5,6 +5,7 @@ import pytest
 
 from t5x_sbs import metrics
 from t5x_sbs.data import sources
+from t5x_sbs.cli import import_rationales
 from t5x_sbs.teacher import eitnlp
 from t5x_sbs.records import read_records
 from t5x_sbs.teacher import store_reading
@@ -67,7 +68,7 @@ def test_bad_files_are_named(shared_data, tmp_path, capsys):
     with pytest.raises(ValueError, match="eitnlp sets exist for"):
         eitnlp.eitnlp_records(str(bad), "esnli", str(shared_data))
     parser = __import__("argparse").ArgumentParser()
-    eitnlp.add_arguments(parser)
+    import_rationales.add_arguments(parser)
     args = parser.parse_args(["--data_dir", str(shared_data), "--dataset", "svamp", "--file", str(bad),
                               "--output", str(tmp_path / "out.jsonl")])
-    assert eitnlp.run(args) == 2 and "bad.json" in capsys.readouterr().err
+    assert import_rationales.run(args) == 2 and "bad.json" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def test_demo_bad_number_fails_when_parsed(tmp_path, capsys, case):
 
 
 def test_demo_seeds_are_normalised(tmp_path):
-    from t5x_sbs.experiments import demo
+    from t5x_sbs.cli import demo
     from t5x_sbs.user_errors import OneLineArgumentParser
 
     parser = OneLineArgumentParser()

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from t5x_sbs.experiments import demo_axes
+from t5x_sbs.cli import demo_axes
 
 
 def _parse(*argv):

@@ -283,16 +283,19 @@ def test_demo_replay_palm_svamp_steps_1_and_2(tmp_path, capsys, shared_data):
     import gin
     import seqio
 
+    from t5x_sbs import tasks
     from t5x_sbs.tasks import catalog
     catalog.register_all()
-    from t5x_sbs.experiments import demo
+    from t5x_sbs.cli import demo as demo_cli
+    from t5x_sbs.experiments import preparation
 
     parser = argparse.ArgumentParser()
-    demo.add_arguments(parser)
+    demo_cli.add_arguments(parser)
     args = parser.parse_args(["--out_dir", str(tmp_path / "demo"), "--dataset", "svamp", "--data_dir",
                               str(shared_data), "--teacher", "replay:palm", "--vocab_size", "200"])
-    data_dir = demo.prepare_data(args)
-    store = demo.annotate(args, data_dir)
+    settings = demo_cli.config_from_args(args).data
+    data_dir = preparation.prepare_data(settings)
+    store = preparation.annotate(settings, data_dir)
     printed = capsys.readouterr().out
     assert "[1/5] dataset svamp: {'train': 723, 'validation': 77, 'test': 200}" in printed
     assert "teacher coverage" not in printed  # the replay answers every example
@@ -306,9 +309,9 @@ def test_demo_replay_palm_svamp_steps_1_and_2(tmp_path, capsys, shared_data):
         return [(r["id"], r["targets_pretokenized"]) for r in dataset.as_numpy_iterator()]
 
     base = ['tasks.config.data_dir.path = "%s"' % data_dir,
-            'tasks.config.vocabulary_path.path = "%s"' % demo.vocabulary(args, data_dir, store)]
+            'tasks.config.vocabulary_path.path = "%s"' % preparation.vocabulary(settings, data_dir, store)]
     got = {}
-    for source, bindings in (("store", demo.register(args, data_dir, store)), ("palm", ())):
+    for source, bindings in (("store", preparation.register(settings, data_dir, store)), ("palm", ())):
         gin.clear_config()
         gin.parse_config(base + list(bindings))
         assert (tasks.config.teacher_files() == {"svamp": os.path.abspath(store)}) == (source == "store")

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from t5x_sbs.cli import sweep as sweep_cli
 from t5x_sbs.experiments import plots, sweep, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +92,7 @@ def test_changed_settings_refuse_stale_cells(tmp_path, capsys):
     gin_file.write_text(f"include '{base}'\nT5Config.d_model = 64\n")
     with pytest.raises(ValueError, match=r"model_gin_sha256"):
         sweep.load_results(config)
-    sweep.run(argparse.Namespace(config=_write_config(tmp_path, config), out_dir=None, dry_run=True))
+    sweep_cli.run(argparse.Namespace(config=_write_config(tmp_path, config), out_dir=None, dry_run=True))
     assert capsys.readouterr().out.count("stale (") == 4
     assert len(calls) == 4  # nothing was retrained by any of the refusals
 

@@ -7,7 +7,8 @@ import sys
 import gin
 import pytest
 
-from t5x_sbs.models.config import T5Config, param_count
+from t5x_sbs.models.config import T5Config
+from t5x_sbs.models.info import param_count
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GIN_MODELS = REPO / "gin" / "models"

@@ -58,6 +58,19 @@ def find_model_config(path: str | os.PathLike) -> pathlib.Path:
     )
 
 
+def initial_checkpoint_vocabulary(path: str | None) -> str | None:
+    """The spiece.model an INITIAL_CHECKPOINT_PATH comes with: in an HF dir, or beside our
+    checkpoint's config.json (MODEL_DIR, a step dir, best/<step>); None when there is none."""
+    if not path:
+        return None
+    try:
+        home = os.path.dirname(find_model_config(path))
+    except FileNotFoundError:
+        return None
+    candidate = os.path.join(home, VOCAB_FILE)
+    return candidate if os.path.isfile(candidate) else None
+
+
 def load_model_config(path: str | os.PathLike):
     """The T5Config saved beside a checkpoint (MODEL_DIR, a step dir or best/)."""
     file = find_model_config(path)

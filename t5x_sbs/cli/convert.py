@@ -14,6 +14,10 @@ import json
 import pathlib
 import sys
 
+from t5x_sbs.convert.hf_export import export_hf
+from t5x_sbs.convert.hf_import import load_hf_t5
+from t5x_sbs.convert.t5x_import import import_t5x, save_as_ours
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True,
@@ -54,8 +58,6 @@ def convert(source: str, target: str, out: str, *, dtype: str = "float32", max_s
             raise ValueError(f"--to {target!r}")
         if target == "ours":
             raise ValueError("--from an Orbax checkpoint --to ours: nothing to convert")
-        from t5x_sbs.convert.hf_export import export_hf
-
         summary = export_hf(path, out, dtype=dtype, max_shard_bytes=parse_size(max_shard_size), vocab=vocab,
                             require_vocab=not no_tokenizer, with_tokenizer=not no_tokenizer)
         return (f"exported {summary.step_dir} → {summary.out_dir}: {summary.num_tensors} tensors, "
@@ -63,14 +65,9 @@ def convert(source: str, target: str, out: str, *, dtype: str = "float32", max_s
     if target != "ours":
         raise ValueError(f"--from {kind}:... converts --to ours only (then --to hf from that)")
     if kind == "hf":
-        from t5x_sbs.convert.t5x_import import save_as_ours
-        from t5x_sbs.convert.hf_import import load_hf_t5
-
         model_config, params = load_hf_t5(path)
         step_dir = save_as_ours(out, model_config, params, vocab=vocab or _hf_vocab(path))
         return f"imported {path} → {step_dir} ({model_config.num_encoder_layers} layers, d_model {model_config.d_model})"
-    from t5x_sbs.convert.t5x_import import import_t5x
-
     overrides = json.loads(pathlib.Path(config).read_text()) if config else {}
     step_dir = import_t5x(path, out, step=step, vocab=vocab, **overrides)
     return f"imported {path} → {step_dir}"

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 
-from t5x_sbs.teacher import backends, optimize, prompting
 from t5x_sbs.cli import rationales as teacher_cli
+from t5x_sbs.teacher import annotation, backends, optimize, prompting
 from t5x_sbs.teacher.runner import RunOptions
 
 
@@ -61,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
     examples = optimize.train_examples(args.dataset, args.data_dir)
     context = backends.BackendContext(dataset=args.dataset, data_dir=args.data_dir, split="train", seed=args.seed)
 
+    gemini = teacher_cli.gemini_settings(args)
+
     def new_backend(role: str) -> backends.TeacherBackend:
-        settings = teacher_cli.gemini_settings(args) if kind == "gemini" else {}
-        if settings and role == "meta":
-            settings["temperature"] = args.meta_temperature
-        return backends.make_backend(args.teacher, context, **settings)
+        # proposals are sampled at --meta_temperature; scoring keeps --temperature
+        settings = dataclasses.replace(gemini, temperature=args.meta_temperature) if role == "meta" else gemini
+        return annotation.build_backend(args.teacher, context, settings)
 
     config = optimize.OptimizeConfig(
         subset=args.subset, rounds=args.rounds, candidates=args.candidates, keep=args.keep,

@@ -9,17 +9,13 @@ progress bar (stderr) and a one-line JSON summary (stdout).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
 import logging
 import sys
 
-from t5x_sbs.data import sources
 from t5x_sbs.records import Example
-from t5x_sbs.teacher import backends, prompting
-from t5x_sbs.teacher.runner import RunOptions, Runner
-from t5x_sbs.teacher.store import TeacherStore
+from t5x_sbs.teacher import annotation
+from t5x_sbs.teacher.runner import RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,53 +60,39 @@ def add_gemini_arguments(parser: argparse.ArgumentParser) -> None:
     gemini.add_argument("--thinking_budget", type=int, default=None)
 
 
-def load_examples(dataset: str, data_dir: str, split: str) -> list[Example]:
-    """Source datasets through data.sources; built-in tasks through their experiments module."""
-    if dataset in sources.DATASETS:
-        return sources.load_examples(dataset, data_dir, split)
-    try:
-        module = importlib.import_module(f"t5x_sbs.experiments.{dataset}")
-    except ImportError:
-        module = None
-    if module is None or not hasattr(module, "load_examples"):
-        raise SystemExit(f"rationales: unknown dataset {dataset!r}; known: {sorted(sources.DATASETS)}")
-    return list(module.load_examples(data_dir, split))
-
-
 def select(examples: list[Example], fraction: float, limit: int | None) -> list[Example]:
-    if not 0.0 < fraction <= 1.0:
-        raise SystemExit(f"rationales: --fraction {fraction} is not in (0, 1]")
-    if fraction < 1.0:
-        examples = [e for e in examples if sources.id_fraction(e.id, salt="rationale") < fraction]
-    return examples[:limit] if limit is not None else examples
+    """`annotation.select_examples`, a bad --fraction ending the command with one line."""
+    try:
+        return annotation.select_examples(examples, fraction, limit)
+    except ValueError as e:
+        raise SystemExit(f"rationales: {e}") from None
 
 
-def gemini_settings(args: argparse.Namespace) -> dict:
-    return dict(base_url=args.base_url, vertex=args.vertex, project=args.project, location=args.location,
-                timeout_s=args.timeout, attempts=args.attempts, initial_delay_s=args.retry_initial_delay,
-                max_delay_s=args.retry_max_delay, temperature=args.temperature,
-                max_output_tokens=args.max_output_tokens, thinking_budget=args.thinking_budget)
+def gemini_settings(args: argparse.Namespace) -> annotation.GeminiSettings:
+    return annotation.GeminiSettings(
+        base_url=args.base_url, vertex=args.vertex, project=args.project, location=args.location,
+        timeout_s=args.timeout, attempts=args.attempts, initial_delay_s=args.retry_initial_delay,
+        max_delay_s=args.retry_max_delay, temperature=args.temperature,
+        max_output_tokens=args.max_output_tokens, thinking_budget=args.thinking_budget)
+
+
+def job_from_args(args: argparse.Namespace) -> annotation.AnnotationJob:
+    """The typed job of the parsed flags (also how the demo reads its `--teacher_args`)."""
+    options = RunOptions(concurrency=args.concurrency, rpm=args.rpm, samples=args.samples, feedback=args.feedback,
+                         retry_failed=args.retry_failed, max_rationale_chars=args.max_rationale_chars,
+                         batch=args.batch, batch_size=args.batch_size, poll_interval_s=args.poll_interval,
+                         progress=not args.no_progress)
+    ask = annotation.AskSettings(prompt=args.prompt, json_output=args.json_output, limit=args.limit,
+                                 fraction=args.fraction, options=options, gemini=gemini_settings(args))
+    return annotation.AnnotationJob(dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                                    teacher=args.teacher, out=args.out, seed=args.seed, ask=ask)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:  # bad data, templates, flags or store lines: one clear line naming file/line/field
-        return _run(args)
+        summary = annotation.annotate(job_from_args(args))
     except ValueError as e:  # DataError, RecordError, PromptError are ValueErrors
         raise SystemExit(f"rationales: {e}") from None
-
-
-def _run(args: argparse.Namespace) -> int:
-    examples = select(load_examples(args.dataset, args.data_dir, args.split), args.fraction, args.limit)
-    template = prompting.resolve_prompt(args.dataset, args.prompt, args.json_output)
-    context = backends.BackendContext(dataset=args.dataset, data_dir=args.data_dir, split=args.split, seed=args.seed)
-    kind = backends.parse_spec(args.teacher)[0]
-    backend = backends.make_backend(args.teacher, context, **(gemini_settings(args) if kind == "gemini" else {}))
-    options = RunOptions(concurrency=args.concurrency, rpm=args.rpm, samples=args.samples, feedback=args.feedback,
-                         retry_failed=args.retry_failed, max_rationale_chars=args.max_rationale_chars,
-                         batch=args.batch, batch_size=args.batch_size, poll_interval_s=args.poll_interval,
-                         progress=not args.no_progress)
-    runner = Runner(backend, template, TeacherStore(args.out), options)
-    summary = asyncio.run(runner.run(examples))
     print(json.dumps(summary, sort_keys=True))
     return 0

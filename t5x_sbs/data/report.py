@@ -1,4 +1,4 @@
-"""`t5x-sbs data-report`: examples, teacher agreement and parse failures of a dataset split.
+"""Examples, teacher agreement and parse failures of a dataset split (`t5x-sbs data-report`).
 
 The teacher is the paper's stored PaLM outputs (replay) unless `--teacher_file` names a store
 of `TeacherRecord`s, read by the tasks' rule (`data.store_reading`; `--teacher_name`,
@@ -13,18 +13,19 @@ per example it prints how often the ok samples agree and the vote's label accura
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import statistics
-import sys
+
+import sentencepiece as spm
 
 from t5x_sbs import metrics
 from t5x_sbs.data import sources
 from t5x_sbs.teacher import store_reading
+from t5x_sbs.teacher import parsing
+from t5x_sbs.teacher import aligned_outputs
 
 
-def _label_correct(dataset: str, output: sources.TeacherOutput) -> bool:
+def _label_correct(dataset: str, output: parsing.TeacherOutput) -> bool:
     gold, parsed = output.example.gold, output.parsed
     if dataset in ("cqa", "cose") and output.raw:
         tail = output.raw.split("Q:")[0].split("So the answer is")[-1]
@@ -42,7 +43,7 @@ def build_report(dataset: str, data_dir: str, split: str, teacher_file: str | No
                  spm_path: str | None = None, reading: store_reading.TeacherReading | None = None) -> dict:
     examples = sources.load_examples(dataset, data_dir, split)
     if teacher_file or dataset in sources.PALM_DATASETS:  # broken teacher data fails the report
-        outputs = sources.teacher_outputs(dataset, data_dir, split, teacher_file, require_all=False, reading=reading)
+        outputs = aligned_outputs.teacher_outputs(dataset, data_dir, split, teacher_file, require_all=False, reading=reading)
     else:  # GSM8K/ASDiv: no stored PaLM outputs
         outputs, teacher_file = [], f"none ({dataset} has no stored PaLM outputs; give --teacher_file)"
     count_tokens = _token_counter(spm_path)
@@ -81,37 +82,5 @@ def _percent(hits: int, total: int) -> float | None:
 def _token_counter(spm_path: str | None):
     if not spm_path:
         return lambda text: len(text.split())
-    import sentencepiece as spm
-
     processor = spm.SentencePieceProcessor(model_file=spm_path)
     return lambda text: len(processor.encode(text))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data_dir", required=True, help="the paper's datasets/ layout, e.g. ../shared/data")
-    parser.add_argument("--dataset", required=True, choices=sorted(sources.DATASETS))
-    parser.add_argument("--split", default="test", help="train | validation | test")
-    parser.add_argument("--teacher_file", default=None, help="a TeacherRecord JSONL store (default: PaLM replay)")
-    parser.add_argument("--spm_path", default=None, help="count rationale tokens with this SentencePiece model")
-    parser.add_argument("--teacher_name", default=None, help="read this teacher's records of a store holding several")
-    parser.add_argument("--prompt_hash", default=None, help="read this prompt's records (a prefix) of a store holding several")
-    parser.add_argument("--samples", choices=store_reading.SAMPLE_MODES, default="first",
-                        help="several samples per example: first | vote (majority label) | all")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args: argparse.Namespace) -> int:
-    reading = store_reading.TeacherReading(args.teacher_name, args.prompt_hash, args.samples)
-    try:
-        report = build_report(args.dataset, args.data_dir, args.split, args.teacher_file, args.spm_path, reading)
-    except (ValueError, OSError) as e:  # DataError/StoreError name the file, line and field
-        from t5x_sbs.user_errors import describe
-
-        print(f"data-report: {describe(e)}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        for key, value in report.items():
-            print(f"{key:>28}: {value}")
-    return 0

@@ -1,4 +1,4 @@
-"""`t5x-sbs vocab`: train a small SentencePiece vocabulary from a dataset's texts.
+"""A small SentencePiece vocabulary from a dataset's texts (`t5x-sbs vocab`).
 
 For from-scratch runs and tests (real use loads the pretrained checkpoint's `spiece.model`).
 `--dataset pretrain` trains on the span-corruption pretraining corpus (`pretrain_corpus`; with
@@ -9,7 +9,6 @@ pad=0, eos=1, unk=2, no bos.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import io
@@ -17,6 +16,9 @@ import os
 from typing import Iterable
 
 import sentencepiece as spm
+
+from t5x_sbs.data import pretrain_corpus, sources
+from t5x_sbs.teacher import aligned_outputs
 
 
 def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int = 256,
@@ -69,8 +71,6 @@ def collect_dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = (
                           with_teacher: bool = True) -> VocabTexts:
     """Inputs, gold labels and (when stored outputs exist) teacher rationales of a dataset, with
     every blank text counted by reason and every split without teacher outputs noted."""
-    from t5x_sbs.data import sources
-
     collected = VocabTexts()
     for split in splits:
         for example in sources.load_examples(dataset, data_dir, split):
@@ -79,7 +79,7 @@ def collect_dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = (
             collected.add(example.gold, "empty gold labels")
         if with_teacher:
             try:
-                outputs = sources.load_palm_teacher(dataset, data_dir, split)
+                outputs = aligned_outputs.load_palm_teacher(dataset, data_dir, split)
             except sources.NoPalmOutputs as e:  # a dataset without them; a broken file still fails
                 collected.notes.append(f"no teacher rationales for {split}: {e}")
                 continue
@@ -96,58 +96,19 @@ def dataset_texts(dataset: str, data_dir: str, splits: Iterable[str] = ("train",
     return collect_dataset_texts(dataset, data_dir, splits, with_teacher).texts
 
 
-def pretrain_texts(data_dir: str, text_files: list[str] | None = None, jsonl_field: str = "text") -> list[str]:
-    """The pretraining corpus' documents: ../shared/data's (decontaminated) or your files'."""
-    if text_files:
-        from t5x_sbs.tasks.pretrain import read_text_documents
-
-        return [t for path in text_files for _, t in read_text_documents(path, jsonl_field)]
-    from t5x_sbs.data import pretrain_corpus
-
+def pretrain_texts(data_dir: str) -> list[str]:
+    """The pretraining corpus' documents: ../shared/data's (decontaminated)."""
     return [d.text for d in pretrain_corpus.shared_corpus(data_dir)]
 
 
-def initial_checkpoint_vocabulary(path: str | None) -> str | None:
-    """The spiece.model an INITIAL_CHECKPOINT_PATH comes with: in an HF dir, or beside our
-    checkpoint's config.json (MODEL_DIR, a step dir, best/<step>); None when there is none."""
-    if not path:
-        return None
-    from t5x_sbs.checkpoints import model_files
-
-    try:
-        home = os.path.dirname(model_files.find_model_config(path))
-    except FileNotFoundError:
-        return None
-    candidate = os.path.join(home, model_files.VOCAB_FILE)
-    return candidate if os.path.isfile(candidate) else None
+def document_texts(documents: Iterable[str]) -> VocabTexts:
+    """Pretraining documents as vocabulary texts, blank ones counted."""
+    collected = VocabTexts()
+    for document in documents:
+        collected.add(document, "empty documents")
+    return collected
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--dataset", required=True, help="a dataset name, or 'pretrain' (the pretraining corpus)")
-    parser.add_argument("--text_files", nargs="*", help="with --dataset pretrain: your text/JSONL files instead")
-    parser.add_argument("--jsonl_field", default="text", help="the text field of --text_files' .jsonl files")
-    parser.add_argument("--extra_ids", type=int, default=0, help="sentinels seqio appends (T5: 100)")
-    parser.add_argument("--output", required=True, help="path of the .model file to write")
-    parser.add_argument("--vocab_size", type=int, default=512)
-    parser.add_argument("--splits", default="train", help="comma-separated splits to read")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.dataset == "pretrain":
-        collected = VocabTexts()
-        for document in pretrain_texts(args.data_dir, args.text_files, args.jsonl_field):
-            collected.add(document, "empty documents")
-    else:
-        collected = collect_dataset_texts(args.dataset, args.data_dir, args.splits.split(","))
-    for note in collected.notes:
-        print(note)
-    texts = collected.texts
-    path = train_sentencepiece(texts, args.output, args.vocab_size)
-    size = spm.SentencePieceProcessor(model_file=path).get_piece_size()
-    print(f"wrote {path}: {size} pieces from {len(texts)} texts; {collected.summary()}")
-    if args.extra_ids:
-        padded = -(-(size + args.extra_ids) // 128) * 128
-        print(f"with {args.extra_ids} extra ids: {size + args.extra_ids} ids; bind T5Config.vocab_size >= "
-              f"{size + args.extra_ids} (e.g. {padded}, a multiple of 128 as T5's 32128)")
-    return 0
+def padded_size(pieces: int, extra_ids: int, multiple: int = 128) -> int:
+    """Embedding rows for the pieces plus seqio's sentinels, rounded up (T5: 32128)."""
+    return -(-(pieces + extra_ids) // multiple) * multiple

@@ -13,6 +13,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +31,6 @@ class Interval:
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean and Student-t interval over seeds (n = 1: the value itself, no interval)."""
-    from scipy import stats
-
     values = np.asarray(values, float)
     mean = float(values.mean())
     if len(values) < 2:

@@ -1,4 +1,4 @@
-"""`t5x-sbs sweep --config FILE`: the paper's grid, resumable, with tables and plots.
+"""The paper's grid (`t5x-sbs sweep --config FILE`), resumable, with tables and plots.
 
 method {standard_finetune, standard_distill, sbs_gold, sbs_teacher} x data fraction x model
 size x λ x seed; each cell is one trainer run in its own MODEL_DIR under `out_dir`. A cell is
@@ -18,7 +18,7 @@ import re
 import time
 from typing import Any, Callable
 
-from t5x_sbs.experiments import tables
+from t5x_sbs.experiments import plots, tables
 from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.experiments.runner import REPO
 
@@ -210,8 +210,6 @@ def run_grid(config: SweepConfig, run_cell: CellRunner, log=print) -> dict[str, 
 
 def write_reports(config: SweepConfig, size_params: dict[str, int] | None = None) -> dict[str, str]:
     """results.csv, results.md and the figures from every finished cell."""
-    from t5x_sbs.experiments import plots
-
     rows = load_results(config)
     out = {"csv": os.path.join(config.out_dir, "results.csv"), "md": os.path.join(config.out_dir, "results.md")}
     tables.write_csv(rows, out["csv"])
@@ -229,30 +227,13 @@ def write_reports(config: SweepConfig, size_params: dict[str, int] | None = None
     return out
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="sweep JSON file (see configs/sweeps/)")
-    parser.add_argument("--out_dir", default=None, help="override the config's out_dir")
-    parser.add_argument("--dry_run", action="store_true", help="list the cells and their state, train nothing")
-
-
-def run(args) -> int:
-    config = load_config(args.config)
-    if args.out_dir:
-        config = dataclasses.replace(config, out_dir=args.out_dir)
-    if args.dry_run:
-        for cell in grid(config):
-            try:
-                state = "done" if _read_result(config, cell) is not None else "todo"
-            except ValueError as e:
-                state = f"stale ({e})"
-            print(f"{state}  {cell.name}")
-        return 0
-    from t5x_sbs.experiments import runner
-
-    counts = run_grid(config, runner.sweep_cell)
-    paths = write_reports(config, runner.size_params(config))
-    print(open(paths["md"], encoding="utf-8").read())
-    print(f"cells run: {counts['run']}, skipped (already done): {counts['skipped']}")
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+def cell_states(config: SweepConfig) -> list[tuple[str, Cell]]:
+    """Each cell's state: 'done', 'todo', or 'stale (why)' (finished with other settings)."""
+    states = []
+    for cell in grid(config):
+        try:
+            state = "done" if _read_result(config, cell) is not None else "todo"
+        except ValueError as e:
+            state = f"stale ({e})"
+        states.append((state, cell))
+    return states

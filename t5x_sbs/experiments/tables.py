@@ -12,6 +12,8 @@ import os
 from collections import defaultdict
 from typing import Iterable, Sequence
 
+from t5x_sbs.experiments.stats import mean_ci
+
 # method -> (mixture method, label source), see names.mixture_name; the paper's four arms.
 METHODS = {
     "standard_finetune": ("standard", "gold"),
@@ -140,8 +142,6 @@ def _lambda_blocks(scoped: Sequence[dict], column: str, value: str, title: str, 
 def ci_table(rows: Sequence[dict]) -> str:
     """The demo's table: per method, test and validation accuracy as mean ± 95 % CI half-width
     over seeds (Student t), the seeds, and the steps run / best (validation-selected) step."""
-    from t5x_sbs.experiments.stats import mean_ci
-
     lines = ["| method | test accuracy % | validation accuracy % | seeds | steps run (mean) | best step (mean) |",
              "|---|---:|---:|---:|---:|---:|"]
     for method in _method_order(r["method"] for r in rows):

@@ -77,10 +77,3 @@ class T5Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def param_count(config: T5Config) -> int:
-    """Number of parameters, from shapes only (`jax.eval_shape`, nothing allocated)."""
-    from t5x_sbs.models.info import describe  # late: info imports the model, which imports us
-
-    return describe(config)["params"]

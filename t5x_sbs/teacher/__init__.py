@@ -2,5 +2,6 @@
 
 Modules: `prompting` (templates in prompts/*.json + hash), `backends` (the interface and
 `--teacher` resolution), `gemini`, `replay`, `scripted` (backends), `runner` (concurrency,
-parsing, feedback), `batch` (Batch API), `store` (resumable JSONL), `ledger`, `cli`.
+parsing, feedback), `batch` (Batch API), `annotation` (one run as a library call), `store`
+(resumable JSONL), `ledger`, `optimize` (prompt search); the commands are in `t5x_sbs.cli`.
 """

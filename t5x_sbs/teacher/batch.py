@@ -11,13 +11,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from t5x_sbs.teacher.runner import Job, Runner
+from typing import Any, Protocol, Sequence
 
 
-def _sidecar(runner: "Runner") -> str:
+class BatchRunner(Protocol):
+    """What a batch run needs of `runner.Runner` (named structurally: the runner imports us)."""
+
+    backend: Any
+    store: Any
+    options: Any
+    template: Any
+    requests: int
+
+    def request(self, job: Any, prompt: str) -> Any: ...
+    def build_record(self, job: Any, response: Any, batch: bool = False) -> Any: ...
+    def finish(self, record: Any) -> None: ...
+
+
+def _sidecar(runner: BatchRunner) -> str:
     return runner.store.path + ".batches.json"
 
 
@@ -45,7 +56,9 @@ def _write_pending(path: str, jobs: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-async def run_batch(runner: "Runner", jobs: list["Job"]) -> None:
+async def run_batch(runner: BatchRunner, jobs: Sequence[Any]) -> None:
+    """Submits `jobs` (runner.Job: example, sample) not yet claimed by a pending batch job,
+    then polls every pending job and finishes its records through the runner."""
     backend = runner.backend
     if not hasattr(backend, "submit_batch"):
         raise ValueError(f"--batch: teacher {backend.teacher} has no batch API")

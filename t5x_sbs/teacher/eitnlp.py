@@ -6,7 +6,7 @@ The files (`../shared/data/{cqa,svamp,gsm8k}/eitnlp_cot/*.json`) are JSON lists 
 CQA rebuilt as "Q: question Answer choices: A: c1, B: c2, ..."), so a user can train on
 Gemini / LLaMA / ChatGPT rationales instead of PaLM's:
 
-    python -m t5x_sbs.teacher.eitnlp --data_dir ../shared/data --dataset svamp \
+    t5x-sbs import-rationales --data_dir ../shared/data --dataset svamp \
         --file ../shared/data/svamp/eitnlp_cot/SVAMP_gemini_level1_ranked.json --output stores/svamp_gemini.jsonl
     # gin: tasks.config.teacher_files.files = {'svamp': 'stores/svamp_gemini.jsonl'}
 
@@ -18,17 +18,15 @@ SVAMP labels from these files are numbers, not equations: the equation metric co
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
-import json
 import os
 import re
-import sys
 
 from t5x_sbs.data import sources
 from t5x_sbs.teacher.parsing import ParsedOutput, parse_gsm8k
 from t5x_sbs.records import Example, TeacherRecord
+from t5x_sbs.teacher.store import TeacherStore
 
 EITNLP_DATASETS = ("cqa", "svamp", "gsm8k")
 _LETTERS = "ABCDE"
@@ -141,8 +139,6 @@ def _record(example: Example, output: str | None, path: str, split: str) -> Teac
 
 def write_eitnlp_store(path: str, dataset: str, data_dir: str, output: str, split: str = "train",
                        strict: bool = False) -> ImportReport:
-    from t5x_sbs.teacher.store import TeacherStore
-
     records, report = eitnlp_records(path, dataset, data_dir, split, strict)
     store = TeacherStore(output)
     with store.writing():  # one writer per store, as for the teacher; atomic rewrite
@@ -151,28 +147,3 @@ def write_eitnlp_store(path: str, dataset: str, data_dir: str, output: str, spli
             f.writelines(r.to_json() + "\n" for r in records)
         os.replace(tmp, output)
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data_dir", required=True, help="the paper's datasets/ layout, e.g. ../shared/data")
-    parser.add_argument("--dataset", required=True, choices=EITNLP_DATASETS)
-    parser.add_argument("--file", required=True, help="an eitnlp_cot JSON file")
-    parser.add_argument("--output", required=True, help="the TeacherRecord JSONL store to write")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--strict", action="store_true", help="fail on a row that matches no example")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        report = write_eitnlp_store(args.file, args.dataset, args.data_dir, args.output, args.split, args.strict)
-    except (sources.DataError, ValueError) as e:
-        print(f"eitnlp: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(dataclasses.asdict(report), sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))

@@ -1,4 +1,4 @@
-"""`t5x-sbs ledger FILE --json`: tokens, cost, statuses and quality of a teacher store.
+"""Tokens, cost, statuses and quality of a teacher store (`t5x-sbs ledger FILE --json`).
 
 Every record carries the usage metadata of its calls (summed over feedback re-asks, each
 call kept in `extra.call_usage`; usage of records a `--retry-failed` run superseded is
@@ -8,17 +8,16 @@ with the batch discount for records made through the Batch API.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
 import json
 import os
 import statistics
-import sys
 from typing import Any, Iterable
 
 from t5x_sbs.records import USAGE_FIELDS, InputError, TeacherRecord
 from t5x_sbs.teacher.feedback import feedback_report, label_agrees, words
+from t5x_sbs.teacher.store import read_store
 
 DEFAULT_PRICES = os.path.join(os.path.dirname(__file__), "prices.json")
 
@@ -146,16 +145,8 @@ def _styles(groups: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", help="teacher store(s) (JSONL)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--prices", default=DEFAULT_PRICES, help="price table JSON (USD per 1M tokens)")
-
-
 def read_stores(paths: Iterable[str]) -> tuple[list[TeacherRecord], list[str]]:
     """The records of every store by the reading rule, and a note per torn last line."""
-    from t5x_sbs.teacher.store import read_store
-
     records: list[TeacherRecord] = []
     notes = []
     for path in paths:
@@ -167,28 +158,3 @@ def read_stores(paths: Iterable[str]) -> tuple[list[TeacherRecord], list[str]]:
             notes.append(f"{path}:{contents.torn_line}: torn last line (an interrupted write) not counted; "
                          "the teacher's resume repairs it")
     return records, notes
-
-
-def run(args: argparse.Namespace) -> int:
-    load_prices(os.path.abspath(args.prices))  # a bad price table fails before any reading
-    records, notes = read_stores(args.files)
-    for note in notes:
-        print(f"ledger: {note}", file=sys.stderr)
-    summary = summarize(records, os.path.abspath(args.prices))
-    summary["torn_lines"] = len(notes)
-    if args.json:
-        print(json.dumps(summary, indent=1, sort_keys=True))
-        return 0
-    print(f"records {summary['records']}  calls {summary['calls']} (replaced answers {summary['replaced_answers']}, "
-          f"{summary['replaced_tokens']} tokens)  statuses {summary['statuses']}")
-    print("tokens " + "  ".join(f"{k} {v}" for k, v in summary["tokens"].items()) + f"  cost ${summary['cost_usd']:.4f}")
-    print(f"teacher label accuracy vs gold {summary['label_accuracy']} (n={summary['label_accuracy_n']})  "
-          f"mean rationale {summary['mean_rationale_words']} words")
-    for g in summary["groups"]:
-        print(f"  {g['teacher']} {g['prompt']} {g['prompt_hash']}: {g['examples']} examples, "
-              f"{g['prompt_tokens_per_example']} prompt tokens/example, ${g['cost_usd']:.4f}")
-    if "few_over_zero" in summary["prompt_styles"]:
-        print(f"few-shot / zero-shot prompt tokens per example: {summary['prompt_styles']['few_over_zero']}x")
-    if "feedback" in summary:
-        print(f"feedback {summary['feedback']}")
-    return 0

@@ -28,8 +28,9 @@ import os
 import re
 from typing import Any, Callable, Sequence
 
+from t5x_sbs.data import sources
 from t5x_sbs.records import Example, TeacherRecord
-from t5x_sbs.teacher import ledger, prompting
+from t5x_sbs.teacher import annotation, ledger, prompting
 from t5x_sbs.teacher.backends import TeacherBackend
 from t5x_sbs.teacher.feedback import label_agrees, words
 from t5x_sbs.teacher.runner import Job, RunOptions, Runner
@@ -101,19 +102,17 @@ def extract_instruction(text: str | None) -> str | None:
 
 def train_examples(dataset: str, data_dir: str) -> list[Example]:
     """The train examples the tasks train on (a source dataset's validation carve-out excluded)."""
-    from t5x_sbs.data import sources
-    from t5x_sbs.cli import rationales as teacher_cli
     if dataset in sources.DATASETS:
         return sources.split_examples(dataset, data_dir, "train")
-    return teacher_cli.load_examples(dataset, data_dir, "train")
+    return annotation.load_examples(dataset, data_dir, "train")
 
 
 def scoring_subset(examples: Sequence[Example], size: int) -> list[Example]:
     """`size` labelled train examples, the same for any run: ordered by a hash of their id."""
-    from t5x_sbs.data.sources import id_fraction
     if any(e.split != "train" for e in examples):
         raise ValueError("optimize-prompt scores on train examples only (never validation/test)")
-    labelled = sorted((e for e in examples if e.gold is not None), key=lambda e: id_fraction(e.id, SUBSET_SALT))
+    labelled = sorted((e for e in examples if e.gold is not None),
+                      key=lambda e: sources.id_fraction(e.id, SUBSET_SALT))
     if not labelled:
         raise ValueError("optimize-prompt: the train split has no labelled examples to score on")
     return labelled[:size]

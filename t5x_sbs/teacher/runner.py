@@ -20,6 +20,7 @@ from t5x_sbs.teacher.parsing import parse_teacher_output
 from t5x_sbs.progress import progress
 from t5x_sbs.records import USAGE_FIELDS, Example, TeacherRecord
 from t5x_sbs.teacher import ledger
+from t5x_sbs.teacher.batch import run_batch
 from t5x_sbs.teacher.backends import TeacherBackend, TeacherRequest, TeacherResponse
 from t5x_sbs.teacher.feedback import DISAGREES, cap_rationale, feedback_report, label_agrees
 from t5x_sbs.teacher.prompting import PromptTemplate
@@ -242,7 +243,6 @@ class Runner:
                              disable=not self.options.progress, mininterval=0.5)
         try:
             if self.options.batch:
-                from t5x_sbs.teacher.batch import run_batch
                 await run_batch(self, jobs)
             else:
                 await self.run_online(jobs)

@@ -34,6 +34,7 @@ import random
 import re
 
 from t5x_sbs.data import arith
+from t5x_sbs.teacher import optimize
 from t5x_sbs.teacher.backends import BackendContext, TeacherBackend, TeacherRequest, TeacherResponse
 
 DEFAULT_ERROR_RATE = 0.2
@@ -100,7 +101,6 @@ def sentences(text: str) -> list[str]:
 
 def propose_instruction(meta_prompt: str, seed: int, sample: int) -> str:
     """One edit of one of the two best instructions in an optimize-prompt meta-prompt."""
-    from t5x_sbs.teacher import optimize  # lazy: the optimiser imports the runner
     scored = sorted(optimize.read_meta_prompt(meta_prompt), key=lambda pair: pair[1])
     if not scored:
         return "Solve the problem. End with \"The answer is N.\""
@@ -158,7 +158,6 @@ class ScriptedArithTeacher(TeacherBackend):
         return arith.chain_text(start, steps), str(arith.evaluate(start, steps)[-1]), slipped
 
     async def generate(self, request: TeacherRequest) -> TeacherResponse:
-        from t5x_sbs.teacher import optimize
         if optimize.is_meta_prompt(request.prompt):
             text = optimize.wrap_instruction(propose_instruction(request.prompt, self.seed, request.sample))
             return self._response(request.prompt, text=text)

@@ -21,8 +21,10 @@ from typing import Sequence
 
 from t5x_sbs import metrics
 from t5x_sbs.teacher.parsing import ParsedOutput
-from t5x_sbs.data.sources import DataError, TeacherOutput, canonical_split_or_none
+from t5x_sbs.data.sources import DataError, canonical_split_or_none
+from t5x_sbs.teacher.parsing import TeacherOutput
 from t5x_sbs.records import Example, TeacherRecord
+from t5x_sbs.teacher.store import read_store, select_group
 
 log = logging.getLogger(__name__)
 SAMPLE_MODES = ("first", "vote", "all")
@@ -90,8 +92,6 @@ def teacher_from_store(path: str, examples: list[Example], file_examples: list[E
     value is an error. With `require_all`, an example without a record raises too (a teacher
     file that does not match its inputs); otherwise it is left out of the result.
     """
-    from t5x_sbs.teacher.store import read_store, select_group
-
     reading = reading or TeacherReading()
     if not os.path.isfile(path):
         raise DataError(path, None, None, "file not found" if not os.path.exists(path) else "not a file")

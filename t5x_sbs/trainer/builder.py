@@ -80,7 +80,7 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
     except ValueError:
         path = None
     kept = os.path.join(checkpoints_dir or run.model_dir, model_files.VOCAB_FILE)
-    initial = vocab_lib.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
+    initial = model_files.initial_checkpoint_vocabulary(run.initial_checkpoint_path)  # issue 12
     if path is None and os.path.isfile(kept):
         path = kept
         log.info("vocabulary: %s (kept by the run)", path)

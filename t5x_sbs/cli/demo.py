@@ -1,0 +1,91 @@
+"""`t5x-sbs demo`: the offline end-to-end pipeline on the built-in task (`t5x_sbs.experiments.demo`).
+
+The flags become one `DemoConfig`; `--teacher_args` are `t5x-sbs rationales` flags, parsed here
+into the teacher's `AskSettings` (so a bad one fails before any work).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from t5x_sbs.cli import rationales as rationales_cli
+from t5x_sbs.data import arith
+from t5x_sbs.experiments import demo, tables
+from t5x_sbs.experiments.preparation import PreparationError
+from t5x_sbs.teacher import annotation
+from t5x_sbs.user_errors import (OneLineArgumentParser, int_list, non_negative_float, non_negative_int,
+                                 positive_float, positive_int)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--out_dir", default="runs/demo", help="everything the demo writes")
+    add("--dataset", default="arith", help="arith (built in, generated) or a paper dataset, e.g. svamp")
+    add("--data_dir", default="", help="paper-layout data (../shared/data) for --dataset other than arith")
+    add("--teacher", default="scripted:arith", help="scripted:arith[,error_rate=R] | gemini:MODEL | replay:palm")
+    add("--teacher_args", default="", help="extra flags for `t5x-sbs rationales` (e.g. '--rpm 60')")
+    add("--methods", default=",".join(demo.DEMO_METHODS), help=f"comma-separated, from {list(tables.METHODS)}")
+    add("--model_gin", default="configs/demo_student.gin")
+    add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
+    add("--spm_path", default="", help="SentencePiece model (default: trained on the task text)")
+    add("--vocab_size", type=positive_int, default=400)
+    add("--train_steps", type=positive_int, default=1000, help="at most this many steps per student (early stopping ends most sooner)")
+    add("--batch_size", type=positive_int, default=16)
+    add("--eval_every", type=positive_int, default=150, help="validation decode (and checkpoint) interval")
+    add("--learning_rate", type=positive_float, default=5e-3)
+    add("--rationale_weight", type=non_negative_float, default=1.0)
+    add("--inputs_length", type=positive_int, default=128)
+    add("--targets_length", type=positive_int, default=32)
+    add("--seed", type=int, default=0)
+    add("--train_size", type=positive_int, default=arith.DEFAULT_SIZES["train"])
+    add("--eval_size", type=positive_int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
+    add("--seeds", type=int_list, default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
+    add("--early_stopping_patience", type=positive_int, default=2,
+        help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
+    add("--pretrain_steps", type=non_negative_int, default=600, help="span-corruption steps of the student (0: from scratch)")
+    add("--pretrain_batch_size", type=positive_int, default=32)
+    add("--pretrain_corpus", choices=("shared", "task"), default="shared",
+        help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
+    add("--pretrain_dir", default="runs/pretrained", help="pretrained students, one per settings hash (reused)")
+    add("--quick", action="store_true", help=(
+        "a smaller version: 600 train / 200 test problems, students of at most 300 steps "
+        "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
+        "../shared/data corpus); still 3 seeds. Gives up: data, training length and the general corpus, "
+        "so the CIs are wider and the pretrained student knows less"))
+
+
+def teacher_ask(args: argparse.Namespace) -> tuple[annotation.AskSettings, int]:
+    """The `--teacher_args` as the rationales command reads them (after the demo's own
+    `--no_progress --seed`, which they may override): how to ask, and the teacher's seed."""
+    parser = OneLineArgumentParser(prog="t5x-sbs demo --teacher_args")
+    rationales_cli.add_arguments(parser)
+    argv = ["--dataset", args.dataset, "--data_dir", args.data_dir, "--teacher", args.teacher,
+            "--out", "-", "--no_progress", "--seed", str(args.seed)]
+    # shlex: quoted values (paths) stay whole
+    job = rationales_cli.job_from_args(parser.parse_args(argv + shlex.split(args.teacher_args)))
+    return job.ask, job.seed
+
+
+def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
+    ask, teacher_seed = teacher_ask(args)
+    config = demo.DemoConfig(
+        out_dir=args.out_dir, dataset=args.dataset, data_dir=args.data_dir, teacher=args.teacher, teacher_ask=ask,
+        teacher_seed=teacher_seed, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        model_gin=args.model_gin, initial_checkpoint=args.initial_checkpoint, spm_path=args.spm_path,
+        vocab_size=args.vocab_size, train_steps=args.train_steps, batch_size=args.batch_size,
+        eval_every=args.eval_every, learning_rate=args.learning_rate, rationale_weight=args.rationale_weight,
+        inputs_length=args.inputs_length, targets_length=args.targets_length, seed=args.seed,
+        train_size=args.train_size, eval_size=args.eval_size,
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+        early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
+        pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,
+        pretrain_dir=args.pretrain_dir)
+    return config.quick() if args.quick else config
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        demo.run_demo(config_from_args(args))
+    except PreparationError as e:  # a dataset or teacher problem: one line, exit 2
+        raise SystemExit(f"demo: {e}") from None
+    return 0

@@ -1,0 +1,67 @@
+"""`python -m t5x_sbs.experiments.demo_axes`: more students from a finished demo (`experiments.demo_axes`).
+
+Bad cells (`--fractions`, `--methods`, `--seeds`) are refused when parsed, before any training.
+"""
+from __future__ import annotations
+
+import argparse
+
+from t5x_sbs.experiments import demo_axes, tables
+from t5x_sbs.names import LOSS_MODES
+from t5x_sbs.user_errors import int_list, positive_int
+
+
+def fractions(text: str) -> list[float]:
+    try:
+        values = [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated fractions in (0, 1], e.g. 0.5,0.25; got {text!r}")
+    return values
+
+
+def methods(text: str) -> list[str]:
+    out = [m.strip() for m in text.split(",") if m.strip()]
+    for item in out:
+        method, _, mode = item.partition("@")
+        if method not in tables.METHODS or (mode and mode not in LOSS_MODES):
+            raise argparse.ArgumentTypeError(f"{item!r}: METHOD from {list(tables.METHODS)}, "
+                                             f"optionally @LOSS_MODE from {list(LOSS_MODES)}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--out_dir", default="runs/demo", help="a finished demo (its data/ and teacher/)")
+    add("--pretrained", default="", help="its pretrained student dir (default: the only one under runs/pretrained)")
+    add("--methods", type=methods, default="sbs_teacher,standard_finetune",
+        help="comma-separated METHOD or METHOD@LOSS_MODE")
+    add("--fractions", type=fractions, default="0.5,0.25", help="comma-separated fractions of the train examples (nested)")
+    add("--seeds", type=int_list, default="0,1,2")
+    add("--train_steps", type=positive_int, default=1000)
+    add("--early_stopping_patience", type=positive_int, default=2)
+    add("--rows", default="runs/data_axis/rows.jsonl")
+
+
+def run(args: argparse.Namespace) -> int:
+    axes = demo_axes.AxesConfig(
+        out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
+        seeds=tuple(int(s) for s in args.seeds.split(",")), train_steps=args.train_steps,
+        early_stopping_patience=args.early_stopping_patience, rows=args.rows)
+    try:
+        student = demo_axes.find_student(args.pretrained)
+    except ValueError as e:
+        raise SystemExit(f"demo_axes: {e}") from None
+    demo_axes.run_axes(axes, student)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=demo_axes.__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
