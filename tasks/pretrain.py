@@ -20,9 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import json
 import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import gin
 import seqio
@@ -91,27 +90,6 @@ def _shared_dataset(split: str, shuffle_files: bool, seed: int | None = None) ->
     return tf.data.Dataset.from_tensor_slices({"text": tf.constant(texts, tf.string)})
 
 
-def read_text_documents(path: str, jsonl_field: str) -> Iterator[tuple[int, str]]:
-    """(line number, document) of a text or JSONL file; a bad JSONL line raises DataError."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if not path.endswith(".jsonl"):
-                yield line_no, line.rstrip("\n")
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise sources.DataError(path, line_no, None, f"not JSON: {e.msg}") from None
-            text = obj.get(jsonl_field) if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                raise sources.DataError(path, line_no, jsonl_field, "missing or not a string "
-                                        "(set tasks.pretrain.text_files.jsonl_field)")
-            if text.strip():
-                yield line_no, text
-
-
 def _text_dataset(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
     del shuffle_files, seed
     _check_split(split)
@@ -119,7 +97,7 @@ def _text_dataset(split: str, shuffle_files: bool, seed: int | None = None) -> t
 
     def documents():
         for path in files:
-            for _, text in read_text_documents(path, field):
+            for _, text in sources.read_text_documents(path, field):
                 if in_validation(text) == (split == "validation"):
                     yield {"text": text}
 

@@ -9,8 +9,7 @@ import argparse
 
 import sentencepiece as spm
 
-from t5x_sbs.data import vocab
-from t5x_sbs.tasks.pretrain import read_text_documents
+from t5x_sbs.data import sources, vocab
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,4 +44,4 @@ def run(args: argparse.Namespace) -> int:
 def _pretrain_documents(args: argparse.Namespace) -> list[str]:
     if not args.text_files:
         return vocab.pretrain_texts(args.data_dir)
-    return [text for path in args.text_files for _, text in read_text_documents(path, args.jsonl_field)]
+    return [text for path in args.text_files for _, text in sources.read_text_documents(path, args.jsonl_field)]

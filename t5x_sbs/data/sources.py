@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from t5x_sbs.data.examples import NLI_SEPARATOR, DataError, nli_example, require_unique_ids, unique_ids  # noqa: F401
 from t5x_sbs.data.tfds_source import load_tfds_examples
@@ -223,6 +223,27 @@ def _cose(data_dir: str, split: str) -> list[Example]:
             raise DataError(path, None, "id", f"no CoS-E explanation for CQA example {e.id}")
         examples.append(dataclasses.replace(e, dataset="cose", input={**e.input, "cose_explanation": explanations[e.id]}))
     return examples
+
+
+def read_text_documents(path: str, jsonl_field: str) -> Iterator[tuple[int, str]]:
+    """(line number, document) of a text or JSONL file; a bad JSONL line raises DataError."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if not path.endswith(".jsonl"):
+                yield line_no, line.rstrip("\n")
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, line_no, None, f"not JSON: {e.msg}") from None
+            text = obj.get(jsonl_field) if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                raise DataError(path, line_no, jsonl_field, "missing or not a string "
+                                        "(set tasks.pretrain.text_files.jsonl_field)")
+            if text.strip():
+                yield line_no, text
 
 
 # --- the paper's stored PaLM outputs, raw (parsed and aligned: teacher/aligned_outputs.py) ---------------------------------------
