@@ -8,7 +8,7 @@ import gin
 import pytest
 
 from t5x_sbs import main
-from t5x_sbs.trainer import configs, optimizers
+from t5x_sbs.trainer import configs, optimizers, precompile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "gin/models/t5_1_1/tiny.gin"
@@ -75,3 +75,29 @@ def test_partitioning_presets(path):
 def test_hardware_files_set_a_peak(path):
     parse([MODEL, "gin/runs/finetune.gin", path], RUN_MACROS)
     assert configs.from_gin().run.peak_flops_per_device >= 1e11
+
+
+def test_configs_from_gin_parses_in_isolation():
+    """What an earlier run bound does not leak into the next run's typed configs."""
+    gin.clear_config()
+    gin.parse_config("RunConfig.seed = 7")
+    try:
+        built = configs.configs_from_gin([MODEL, "gin/runs/sbs.gin"], RUN_MACROS, [REPO])
+        assert built.run.seed == 0 and built.model.d_model == 64 and built.run.model_dir == "/tmp/gin_test"
+    finally:
+        gin.clear_config()
+
+
+def test_model_config_from_gin_clears_gin_after():
+    model = configs.model_config_from_gin([MODEL], ["T5Config.vocab_size = 256"], [REPO])
+    assert (model.d_model, model.vocab_size) == (64, 256)
+    assert gin.config_str().strip() == ""
+
+
+def test_precompile_needs_no_output_macros():
+    gin.clear_config()
+    try:
+        main.parse_gin([MODEL, "gin/runs/sbs.gin"], [], [REPO], defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
+        assert precompile.compile_configs(configs.from_gin()).run.model_dir == ""
+    finally:
+        gin.clear_config()

@@ -1,2 +1,3 @@
-"""The trainer: partitioning, losses, optimizers, the train step and run loop, input pipeline,
-evaluation, metrics logging, precompile, distributed start-up and preemption."""
+"""The trainer: typed run configs (`configs`), partitioning, losses, optimizers, the train step,
+what every run mode builds (`builder`), the run loop, input pipeline, evaluation, metrics logging,
+precompile, distributed start-up and preemption."""

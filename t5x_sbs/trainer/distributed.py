@@ -22,6 +22,8 @@ import socket
 import time
 from typing import Mapping
 
+import jax  # importing JAX starts no backend: `detect` stays usable before initialize
+
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
@@ -126,8 +128,6 @@ def maybe_initialize(*, coordinator_address: str | None = None, num_processes: i
                    process_id=process_id, timeout_s=timeout_s)
     if group is None:
         return None
-    import jax  # imported here so `detect` stays usable without touching a backend
-
     if jax.distributed.is_initialized():
         return group
     logging.info("jax.distributed.initialize from %s: %s", group.source, group)
