@@ -36,9 +36,21 @@ def data_dir(path: str | None = None) -> str:
     return os.fspath(path or os.environ.get("T5X_SBS_DATA_DIR") or _DEFAULT_DATA_DIR)
 
 
+# The SentencePiece model the trainer resolved for the running job (SPM_PATH, the run's kept
+# spiece.model, the initial checkpoint's, or one trained now): handed over explicitly with
+# `use_vocabulary`, instead of binding gin at run time.
+_run_vocabulary: str | None = None
+
+
+def use_vocabulary(path: str | None) -> None:
+    """Makes `path` the vocabulary of every task when SPM_PATH is unbound (None forgets it)."""
+    global _run_vocabulary
+    _run_vocabulary = os.fspath(path) if path else None
+
+
 @gin.configurable(module="tasks.config")
 def vocabulary_path(path: str | None = None) -> str:
-    path = path or os.environ.get("T5X_SBS_SPM_PATH")
+    path = path or _run_vocabulary or os.environ.get("T5X_SBS_SPM_PATH")
     if not path:
         raise ValueError("no SentencePiece model: bind tasks.config.vocabulary_path.path (gin SPM_PATH) "
                          "or set T5X_SBS_SPM_PATH; `t5x-sbs vocab` trains a small one")

@@ -22,7 +22,6 @@ import sentencepiece as spm
 from t5x_sbs import checkpoints
 from t5x_sbs.data import pretrain_corpus
 from t5x_sbs.data.vocab import train_sentencepiece
-from t5x_sbs.experiments import runner
 from t5x_sbs.experiments.sweep import _gin_sha256
 from t5x_sbs.tasks import config as task_config
 from t5x_sbs.trainer import configs, train_loop
@@ -109,7 +108,7 @@ def pretrain_configs(spec: PretrainSpec, model_dir: str, spm_path: str, corpus: 
                 "MIXTURE_OR_TASK_NAME = 'text_span_corruption'", f"SPM_PATH = {json.dumps(spm_path)}",
                 f"TASK_FEATURE_LENGTHS = {json.dumps(lengths)}", f"EVAL_EVERY = {max(1, spec.steps // 2)}",
                 f"tasks.pretrain.text_files.paths = [{json.dumps(corpus)}]"]
-    parsed = configs.configs_from_gin([spec.model_gin, "gin/runs/pretrain.gin"], bindings, search_paths=[runner.REPO])
+    parsed = configs.configs_from_gin([spec.model_gin, "gin/runs/pretrain.gin"], bindings)
     return dataclasses.replace(
         parsed.with_run(seed=spec.seed, eval_batches=2, keep_checkpoints=1, log_every=50),
         model=dataclasses.replace(parsed.model, vocab_size=vocab_rows(spm_path)))

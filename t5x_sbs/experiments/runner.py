@@ -21,19 +21,17 @@ import logging
 import os
 
 import jax
-import numpy as np
 import sentencepiece as spm
 from jax.experimental.compilation_cache import compilation_cache
 
-from t5x_sbs import checkpoints
+from t5x_sbs import checkpoints, gin_paths
 from t5x_sbs.experiments import preparation
 from t5x_sbs.experiments.tables import METHODS
-from t5x_sbs.models.t5 import init_params
+from t5x_sbs.models.info import param_count
 from t5x_sbs.names import mixture_name
 from t5x_sbs.trainer import configs, evaluation, train_loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUN_GIN = os.path.join(REPO, "gin", "runs", "demo.gin")
+RUN_GIN = gin_paths.shipped("gin/runs/demo.gin")
 log = logging.getLogger(__name__)
 
 
@@ -105,7 +103,7 @@ def gin_bindings(spec: TrainSpec) -> list[str]:
 
 def train_configs(spec: TrainSpec) -> configs.TrainConfigs:
     """The cell's typed configs (gin parsed once, in isolation; the tasks' settings stay bound)."""
-    return configs.configs_from_gin([spec.model_gin, RUN_GIN], gin_bindings(spec), search_paths=[REPO])
+    return configs.configs_from_gin([spec.model_gin, RUN_GIN], gin_bindings(spec))
 
 
 def train(spec: TrainSpec) -> dict:
@@ -194,7 +192,6 @@ def size_params(config) -> dict[str, int] | None:
     counts = {}
     for size in config.sizes:
         model_config = configs.model_config_from_gin(
-            [config.model_gin(size)], [f"T5Config.vocab_size = {vocab}", *config.gin_bindings], search_paths=[REPO])
-        shapes = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
-        counts[size] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+            [config.model_gin(size)], [f"T5Config.vocab_size = {vocab}", *config.gin_bindings])
+        counts[size] = param_count(model_config)
     return counts

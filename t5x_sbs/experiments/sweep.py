@@ -18,9 +18,9 @@ import re
 import time
 from typing import Any, Callable
 
+from t5x_sbs import gin_paths
 from t5x_sbs.experiments import plots, tables
 from t5x_sbs.names import LOSS_MODES
-from t5x_sbs.experiments.runner import REPO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +50,9 @@ class SweepConfig:
     gin_bindings: tuple[str, ...] = ()           # extra KEY=VALUE for every cell
 
     def model_gin(self, size: str) -> str:
-        """The size's gin file; a relative path is from the repo root, as gin includes are."""
-        return os.path.join(REPO, self.sizes[size])  # an absolute path stays as it is
+        """The size's gin file: as given (absolute, or from the working directory), else one of the
+        shipped files (gin/..., configs/...), as gin includes are found."""
+        return gin_paths.find(self.sizes[size]) or gin_paths.shipped(self.sizes[size])
 
     def __post_init__(self):
         for method in self.methods:
@@ -125,16 +126,16 @@ _GIN_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]", re.M)
 
 
 def _gin_sha256(path: str) -> str | None:
-    """Hash of a gin file's text and, recursively, of the files it includes (resolved from the
-    repo root, as the runner's search path does): editing an included model file changes it too."""
+    """Hash of a gin file's text and, recursively, of the files it includes (found as gin finds
+    them, `gin_paths.find`): editing an included model file changes it too."""
     digest, seen, todo = hashlib.sha256(), set(), [path]
     while todo:
-        full = os.path.join(REPO, todo.pop(0))  # an absolute path stays as it is
+        full = gin_paths.find(todo.pop(0))
+        if full is None or not os.path.isfile(full):
+            return None
         if full in seen:
             continue
         seen.add(full)
-        if not os.path.isfile(full):
-            return None
         with open(full, encoding="utf-8") as f:
             text = f.read()
         digest.update(text.encode())

@@ -29,19 +29,22 @@ def logical_axes(config: T5Config) -> Any:
     return nn.get_partition_spec(abstract_variables(config))["params"]
 
 
+def count_params(tree: Any) -> int:
+    """The one parameter count: elements of every leaf (arrays or ShapeDtypeStructs, boxed or not)."""
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
+
+
 def param_count(config: T5Config) -> int:
     """Number of parameters, from shapes only (`jax.eval_shape`, nothing allocated)."""
-    return describe(config)["params"]
+    return count_params(param_shapes(config))
 
 
 def describe(config: T5Config) -> dict[str, Any]:
     shapes = param_shapes(config)
     leaves = jax.tree_util.tree_leaves(shapes)
-    by_part = {k: sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(v)) for k, v in shapes.items()}
-    n = sum(math.prod(x.shape) for x in leaves)
     return {
-        "params": n,
-        "params_by_module": by_part,
+        "params": count_params(shapes),
+        "params_by_module": {name: count_params(part) for name, part in shapes.items()},
         "bytes": sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves),
         "tensors": len(leaves),
         "config": config.to_dict(),

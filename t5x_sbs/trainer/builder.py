@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 
-import gin
 import jax
 import seqio
 from jax.experimental import multihost_utils
@@ -27,9 +26,6 @@ from t5x_sbs.trainer import train_step as trainer_lib
 from t5x_sbs.trainer.configs import RunConfig, TrainConfigs
 
 log = logging.getLogger(__name__)
-# The one gin binding made at run time: the tasks read their vocabulary through gin when they
-# build a dataset (the data edge, t5x_sbs.tasks.config), and a run may only know it here.
-VOCABULARY_BINDING = "tasks.config.vocabulary_path.path"
 
 
 def build(configs: TrainConfigs):
@@ -91,7 +87,7 @@ def resolve_vocabulary(run: RunConfig, model_config: T5Config | None = None, *, 
         path = _train_vocabulary(run, model_config)
     elif path is None:
         raise ValueError(f"no vocabulary: SPM_PATH is not set and {kept} does not exist")
-    gin.bind_parameter(VOCABULARY_BINDING, path)
+    task_config.use_vocabulary(path)
     if model_config is not None:
         _check_vocab_size(path, model_config)
     return path

@@ -19,7 +19,7 @@ import gin
 from t5x_sbs import gin_paths
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.records import InputError
-from t5x_sbs.tasks import catalog
+from t5x_sbs.tasks import catalog, config as task_config
 from t5x_sbs.trainer.optimizers import OptimizerConfig
 from t5x_sbs.trainer.partitioning import MeshConfig
 from t5x_sbs.trainer.train_step import LossConfig
@@ -142,6 +142,7 @@ def configs_from_gin(files: list[str], bindings: list[str], search_paths: list[s
     purpose: the tasks read their data settings (`tasks.config.*`) from it while the run builds
     datasets. The one helper Python callers (experiments, benchmarks) use instead of gin."""
     gin.clear_config()
+    task_config.use_vocabulary(None)  # an earlier run's resolved vocabulary, as its gin state
     parse_gin(files, bindings, search_paths)
     return from_gin()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Mapping
@@ -18,6 +17,7 @@ import jax
 import numpy as np
 from clu import metric_writers
 
+from t5x_sbs.models.info import count_params
 from t5x_sbs.progress import progress
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 
 def stack_param_counts(params: Any) -> tuple[int, int]:
     """(encoder params, decoder + embedding params)."""
-    count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))  # noqa: E731
-    enc = count(params.get("encoder", {}))
-    return enc, count(params) - enc
+    enc = count_params(params.get("encoder", {}))
+    return enc, count_params(params) - enc
 
 
 def flops_per_step(params: Any, batch_size: int, input_length: int, target_length: int) -> float:

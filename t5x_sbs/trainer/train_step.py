@@ -20,11 +20,11 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from t5x_sbs.trainer import losses
 from t5x_sbs.models import decoding
+from t5x_sbs.models.info import count_params
+from t5x_sbs.trainer import losses
 from t5x_sbs.trainer.partitioning import BATCH_AXES, Partitioner
 
 MODEL_INPUTS = (
@@ -234,4 +234,4 @@ class Trainer:
         return jax.jit(init, out_shardings=self.state_shardings)(jax.random.key(self.seed), params)
 
     def num_params(self) -> int:
-        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self._abstract_state.params)))
+        return count_params(self._abstract_state.params)
