@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     compiling = args.run_mode == "precompile"
     configs.parse_gin(args.gin_file, list(getattr(args, "gin_bindings", [])) + args.gin_param, args.gin_search_path,
                       defaults=precompile.UNSET_RUN_MACRO_DEFAULTS if compiling else ())
-    run_configs = configs.from_gin()  # the one read of the typed configs; passed down from here
+    # The one read of the typed configs; passed down from here. A compile needs neither output field,
+    # and a model + partitioning gin pair binds neither.
+    run_configs = configs.from_gin(**(precompile.UNSET_RUN_FIELDS if compiling else {}))
     if compiling:
         return int(precompile.run(run_configs, precompile.PrecompileConfig.from_gin()) or 0)
     if args.run_mode == "train":

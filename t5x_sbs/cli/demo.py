@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seeds", type=int_list, default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
     add("--early_stopping_patience", type=positive_int, default=2,
         help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
-    add("--pretrain_steps", type=non_negative_int, default=600, help="span-corruption steps of the student (0: from scratch)")
+    add("--pretrain_steps", type=non_negative_int, default=demo.DemoConfig.pretrain_steps, help="span-corruption steps of the student (0: from scratch)")
     add("--pretrain_batch_size", type=positive_int, default=32)
     add("--pretrain_corpus", choices=("shared", "task"), default="shared",
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")

@@ -43,6 +43,7 @@ from t5x_sbs.trainer.metrics_logging import flops_per_step
 
 # Bound before the user's gin files (t5x_sbs.main): a compile needs neither output macro.
 UNSET_RUN_MACRO_DEFAULTS = ["MODEL_DIR = ''", "MIXTURE_OR_TASK_NAME = ''"]
+UNSET_RUN_FIELDS = {"model_dir": "", "mixture_or_task_name": ""}
 
 
 @dataclasses.dataclass(frozen=True)
