@@ -2,6 +2,8 @@
 work (the demo's first act is to create --out_dir, so its absence shows nothing ran)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from t5x_sbs.cli import main
@@ -42,3 +44,38 @@ def test_demo_seeds_are_normalised(tmp_path):
     demo.add_arguments(parser)
     assert parser.parse_args(["--seeds", " 2, 0 ,"]).seeds == "2,0"
     assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 1000
+
+
+@pytest.mark.parametrize("mode", ["first", "vote", "all"])
+def test_demo_samples_mode_reaches_the_tasks(tmp_path, mode):
+    """`--samples_mode` (with `--teacher_args '--samples 5'`) becomes the tasks' store reading:
+    the demo's DataSettings carry it and `register` binds tasks.config.teacher_reading.samples."""
+    import gin
+
+    from t5x_sbs.cli import demo
+    from t5x_sbs.experiments import preparation
+    from t5x_sbs.tasks import config as task_config
+    from t5x_sbs.trainer import configs
+    from t5x_sbs.user_errors import OneLineArgumentParser
+
+    parser = OneLineArgumentParser()
+    demo.add_arguments(parser)
+    args = parser.parse_args(["--out_dir", str(tmp_path), "--samples_mode", mode, "--teacher_args", "--samples 5"])
+    config = demo.config_from_args(args)
+    assert config.samples_mode == mode and config.teacher_ask.options.samples == 5
+    data = dataclasses.replace(config.data, dataset="svamp")  # a gin-bound store: no registration
+    bindings = preparation.register(data, str(tmp_path), str(tmp_path / "store.jsonl"))
+    assert any("teacher_reading" in b for b in bindings) == (mode != "first")
+    try:
+        configs.bind_data_edge(list(bindings))
+        assert task_config.teacher_reading().samples == mode
+    finally:
+        gin.clear_config()
+
+
+def test_demo_samples_mode_rejects_other_values(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out_dir", str(tmp_path / "demo"), "--samples_mode", "best"])
+    assert exit_info.value.code == 2
+    assert "argument --samples_mode: invalid choice: 'best'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data_dir", default="", help="paper-layout data (../shared/data) for --dataset other than arith")
     add("--teacher", default="scripted:arith", help="scripted:arith[,error_rate=R] | gemini:MODEL | replay:palm")
     add("--teacher_args", default="", help="extra flags for `t5x-sbs rationales` (e.g. '--rpm 60')")
+    add("--samples_mode", choices=("first", "vote", "all"), default="first",
+        help="how the students read several teacher samples per example (--teacher_args '--samples 5'): "
+             "first (the lowest), vote (majority label, its agreeing rationales) or all")
     add("--methods", default=",".join(demo.DEMO_METHODS), help=f"comma-separated, from {list(tables.METHODS)}")
     add("--model_gin", default="configs/demo_student.gin")
     add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
@@ -79,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
         early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
         pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,
-        pretrain_dir=args.pretrain_dir)
+        pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode)
     return config.quick() if args.quick else config
 
 

@@ -74,6 +74,7 @@ class DemoConfig:
     pretrain_batch_size: int = 32
     pretrain_corpus: str = "shared"
     pretrain_dir: str = "runs/pretrained"
+    samples_mode: str = "first"  # tasks.config.teacher_reading.samples: first | vote | all
 
     def quick(self) -> "DemoConfig":
         return dataclasses.replace(self, **QUICK)
@@ -83,7 +84,7 @@ class DemoConfig:
         return DataSettings(out_dir=self.out_dir, dataset=self.dataset, data_dir=self.data_dir, teacher=self.teacher,
                             seed=self.seed, train_size=self.train_size, eval_size=self.eval_size,
                             vocab_size=self.vocab_size, spm_path=self.spm_path, ask=self.teacher_ask,
-                            teacher_seed=self.teacher_seed)
+                            teacher_seed=self.teacher_seed, samples_mode=self.samples_mode)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,7 @@ class DataSettings:
     spm_path: str = ""              # a SentencePiece model (default: trained on the task text)
     ask: annotation.AskSettings = dataclasses.field(default_factory=annotation.AskSettings)
     teacher_seed: int | None = None  # None: `seed`
+    samples_mode: str = "first"     # how the tasks read several samples: first | vote | all
 
     @property
     def store(self) -> str:
@@ -139,16 +140,19 @@ def register(settings: DataSettings, data_dir: str, store: str) -> tuple[str, ..
     """The dataset's SeqIO tasks read the teacher store: the built-in task through the JSONL
     registration, paper datasets through a gin binding (returned) of `tasks.config.teacher_files`.
     The store may cover part of the data (`--limit`): 'annotated' coverage trains every method on
-    the same annotated examples instead of failing on the unasked ones (tasks.config.teacher_coverage)."""
-    coverage = 'tasks.config.teacher_coverage.mode = "annotated"'
+    the same annotated examples instead of failing on the unasked ones (tasks.config.teacher_coverage);
+    samples_mode other than 'first' binds tasks.config.teacher_reading.samples."""
+    reading = ('tasks.config.teacher_coverage.mode = "annotated"',)
+    if settings.samples_mode != "first":  # several samples per example (`--samples N`): vote or all
+        reading += (f"tasks.config.teacher_reading.samples = {json.dumps(settings.samples_mode)}",)
     if settings.dataset == "arith":
         register_jsonl_dataset(
             "arith", train_path=os.path.join(data_dir, "train.jsonl"),
             validation_path=os.path.join(data_dir, "validation.jsonl"),
             test_path=os.path.join(data_dir, "test.jsonl"), input_fields=("question",),
             label_field="answer", id_field="id", teacher_file=store)
-        return (coverage,)
-    return (f"tasks.config.teacher_files.files = {json.dumps({settings.dataset: os.path.abspath(store)})}", coverage)
+        return reading
+    return (f"tasks.config.teacher_files.files = {json.dumps({settings.dataset: os.path.abspath(store)})}", *reading)
 
 
 def vocabulary(settings: DataSettings, data_dir: str, store: str, say: Say = say_line) -> str:
