@@ -60,14 +60,13 @@ def throughput_part(args) -> dict:
     import jax
 
     from benchmarks.train_step import default_hardware, synthetic_batch
-    from t5x_sbs import main as entry
     from t5x_sbs.trainer import configs, precompile
 
     sizes = DRY_SIZES if args.dry_run else GPU_SIZES
     gin_file, batch_size, inputs, targets = sizes[args.size]
     hardware = default_hardware()
     bindings = ["T5Config.dtype = 'bfloat16'", "T5Config.scan_layers = True", "T5Config.dropout_rate = 0.0"]
-    entry.parse_gin([gin_file, "gin/partitioning/dp.gin", hardware], bindings + (DRY_BINDINGS if args.dry_run else []))
+    configs.parse_gin([gin_file, "gin/partitioning/dp.gin", hardware], bindings + (DRY_BINDINGS if args.dry_run else []))
     peak_flops = float(gin.query_parameter("%PEAK_FLOPS_PER_DEVICE"))
     run_configs = configs.from_gin(model_dir="", mixture_or_task_name="", batch_size=batch_size, pack=False,
                                    task_feature_lengths={"inputs": inputs, "targets": targets})
@@ -125,7 +124,6 @@ def arith_task(work_dir: str, sizes: dict) -> None:
 def train_to(model_dir: str, steps: int, args, spm_path: str | None = None) -> dict:
     import gin
 
-    from t5x_sbs import main as entry
     from t5x_sbs.trainer import configs, train_loop
 
     gin_file = "gin/models/t5_1_1/tiny.gin" if args.dry_run else "gin/models/t5_1_1/small.gin"
@@ -137,7 +135,7 @@ def train_to(model_dir: str, steps: int, args, spm_path: str | None = None) -> d
                 "RunConfig.eval_batches = 1", "RunConfig.test_batches = 1", "RunConfig.auto_vocab_size = 256",
                 "T5Config.vocab_size = 256", "T5Config.dropout_rate = 0.0", "T5Config.dtype = 'bfloat16'"]
     gin.clear_config()
-    entry.parse_gin([gin_file, "gin/runs/sbs.gin"], bindings + (DRY_BINDINGS[1:] if args.dry_run else []))
+    configs.parse_gin([gin_file, "gin/runs/sbs.gin"], bindings + (DRY_BINDINGS[1:] if args.dry_run else []))
     start = time.perf_counter()
     result = train_loop.train(configs.from_gin())
     return {"wall_s": round(time.perf_counter() - start, 2), "loss": float(result["loss"])}

@@ -71,7 +71,6 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from t5x_sbs import main as entry
     from t5x_sbs.trainer import configs, train_loop
     from t5x_sbs.experiments.runner import padded_vocab_size
     from t5x_sbs.trainer.metrics_logging import flops_per_step
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     spm_path = vocabulary(args, work_dir)
     vocab_s = time.perf_counter() - t0
     hardware = args.hardware or default_hardware()
-    entry.parse_gin([args.gin_file, "gin/runs/pretrain.gin", args.partitioning, hardware],
+    configs.parse_gin([args.gin_file, "gin/runs/pretrain.gin", args.partitioning, hardware],
                     [f"T5Config.dtype = '{args.dtype}'", f"SPM_PATH = '{spm_path}'", f"DATA_DIR = '{args.data_dir}'",
                      f"MODEL_DIR = '{work_dir}'", "MIXTURE_OR_TASK_NAME = 'shared_span_corruption'",
                      f"T5Config.vocab_size = {padded_vocab_size(spm_path) + 128}"])  # + the 100 sentinels

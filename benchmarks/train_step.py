@@ -63,12 +63,11 @@ def main(argv=None) -> int:
     import gin
     import jax
 
-    from t5x_sbs import main as entry
     from t5x_sbs.trainer import configs, train_loop
     from t5x_sbs.trainer.metrics_logging import flops_per_step
 
     hardware = args.hardware or default_hardware()
-    entry.parse_gin([args.gin_file, args.partitioning, hardware], [f"T5Config.dtype = '{args.dtype}'", *args.gin])
+    configs.parse_gin([args.gin_file, args.partitioning, hardware], [f"T5Config.dtype = '{args.dtype}'", *args.gin])
     peak = gin.query_parameter("%PEAK_FLOPS_PER_DEVICE")
     run_configs = configs.from_gin(model_dir="", mixture_or_task_name="", train_steps=1000, batch_size=args.batch,
                                    pack=False, num_microbatches=args.microbatches,

@@ -15,7 +15,6 @@ import logging
 import sys
 
 from t5x_sbs.trainer import configs, distributed, evaluation, precompile, train_loop
-from t5x_sbs.trainer.configs import parse_gin  # noqa: F401  (main.parse_gin: tests, benchmarks)
 from t5x_sbs.user_errors import pop_debug, report_errors
 
 RUN_MODES = ("train", "eval", "infer", "precompile")
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         result = train_loop.train(run_configs)
         logging.info("finished: %s", result)
         return 0
-    return evaluation.run_mode(args.run_mode, run_configs, configs.eval_config_from_gin())
+    return evaluation.run_mode(args.run_mode, run_configs, configs.EvalConfig())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from t5x_sbs import checkpoints, cli
+from t5x_sbs.cli import demo_axes as demo_axes_cli
 from t5x_sbs.experiments import sweep, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +82,14 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
     corpus = (home / "corpus.txt").read_text().splitlines()
     again = pretrained.pretrain(spec, corpus, say=lambda _: pytest.fail("pretrained again"))
     assert again.reused and again.model_dir == str(home / "model")
+    # demo_axes adds a student on half the data to the finished demo (same test questions)
+    rows_path = tmp_path / "axes" / "rows.jsonl"
+    assert demo_axes_cli.main(["--out_dir", str(out), "--pretrained", str(home), "--methods", "sbs_teacher",
+                               "--fractions", "0.5", "--seeds", "0", "--train_steps", "2", "--rows", str(rows_path)]) == 0
+    (axes_row,) = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    assert (axes_row["method"], axes_row["fraction"], axes_row["seed"], axes_row["steps_run"]) == ("sbs_teacher", 0.5, 0, 2)
+    assert len(axes_row["test_correct"]) == 24
+    assert np.mean(axes_row["test_correct"]) == pytest.approx(axes_row["test_accuracy"])
 
 
 def test_mini_sweep_resumes(tmp_path, capsys):

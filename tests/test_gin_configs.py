@@ -7,13 +7,12 @@ import os
 import gin
 import pytest
 
-from t5x_sbs import main
 from t5x_sbs.trainer import configs, optimizers, precompile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "gin/models/t5_1_1/tiny.gin"
 RUN_MACROS = ["MODEL_DIR = '/tmp/gin_test'", "MIXTURE_OR_TASK_NAME = 'svamp_sbs_llm'"]
-# demo.gin (the experiments runner's) binds every macro itself: see runner.gin_bindings.
+# demo.gin binds every macro itself (the runner builds the same recipe in Python: test_experiments_runner.py).
 DEMO_MACROS = RUN_MACROS + ["TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 32}", "TRAIN_STEPS = 5",
                             "BATCH_SIZE = 8", "RATIONALE_WEIGHT = 0.5", "LOSS_MODE = 'paired'", "SPM_PATH = None",
                             "DATA_FRACTION = 1.0", "SEED = 3", "EVAL_EVERY = 5", "LEARNING_RATE = 1e-3"]
@@ -29,7 +28,7 @@ def gin_files(folder):
 
 def parse(files, bindings=()):
     gin.clear_config()
-    main.parse_gin(files, list(bindings), [REPO])
+    configs.parse_gin(files, list(bindings), [REPO])
 
 
 def test_every_run_file_is_listed():
@@ -49,7 +48,7 @@ def test_run_configs_parse_and_build_their_configs(path):
     assert opt.name in optimizers.OPTIMIZERS and built.model.d_model == 64
     built.mesh.shape(8)
     if name in ("eval", "infer"):
-        cfg = configs.eval_config_from_gin()
+        cfg = configs.EvalConfig()
         assert cfg.split == "test" and cfg.checkpoint_path == "/tmp/gin_test"
         assert cfg.output_path is None
 
@@ -97,7 +96,7 @@ def test_model_config_from_gin_clears_gin_after():
 def test_precompile_needs_no_output_macros():
     gin.clear_config()
     try:
-        main.parse_gin([MODEL, "gin/runs/sbs.gin"], [], [REPO], defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
+        configs.parse_gin([MODEL, "gin/runs/sbs.gin"], [], [REPO], defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
         assert precompile.compile_configs(configs.from_gin()).run.model_dir == ""
     finally:
         gin.clear_config()

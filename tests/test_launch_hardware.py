@@ -25,12 +25,11 @@ def test_each_file_binds_its_peak(path):
 
 def test_run_config_reads_the_peak_after_mains_default():
     """main binds PEAK_FLOPS_PER_DEVICE = None first; a hardware file given later wins."""
-    from t5x_sbs import main
-    from t5x_sbs.trainer import train_loop
+    from t5x_sbs.trainer import configs, train_loop
 
     gin.clear_config()
     try:
-        main.parse_gin(["gin/runs/sbs.gin", "gin/hardware/v5p.gin"],
+        configs.parse_gin(["gin/runs/sbs.gin", "gin/hardware/v5p.gin"],
                        ["MODEL_DIR = '/tmp/x'", "MIXTURE_OR_TASK_NAME = 'x'"])
         assert train_loop.RunConfig().peak_flops_per_device == 459e12
     finally:

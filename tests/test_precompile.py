@@ -13,7 +13,6 @@ import gin
 import jax
 import pytest
 
-from t5x_sbs import main
 from t5x_sbs.trainer import configs, precompile
 
 BATCH, INPUTS, TARGETS = 16, 32, 16
@@ -34,7 +33,7 @@ BINDINGS = [
 def compiled():
     """precompile.run() after main's gin parsing -> (its JSON, the run's partitioner and Trainer)."""
     gin.clear_config()
-    main.parse_gin(GIN, BINDINGS, defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
+    configs.parse_gin(GIN, BINDINGS, defaults=precompile.UNSET_RUN_MACRO_DEFAULTS)
     try:
         run_configs, precompile_config = configs.from_gin(), precompile.PrecompileConfig.from_gin()
         out = io.StringIO()

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import glob
 import json
-import os
 
 import gin
 import jax
@@ -151,7 +150,7 @@ def test_vocabulary_larger_than_embedding_is_an_error(tmp_path):
     spm = vocab.train_sentencepiece([f"word{i} thing{i * 7} other{i * 13}" for i in range(300)],
                                     str(tmp_path / "v.model"), vocab_size=200)
     gin.clear_config()
-    main.parse_gin([], [f"SPM_PATH = '{spm}'", "tasks.config.vocabulary_path.path = %SPM_PATH"])
+    configs.parse_gin([], [f"SPM_PATH = '{spm}'", "tasks.config.vocabulary_path.path = %SPM_PATH"])
     run = train_loop.RunConfig(model_dir=str(tmp_path), mixture_or_task_name="svamp_sbs_llm")
     with pytest.raises(ValueError, match=r"v\.model has \d+ pieces, more than T5Config.vocab_size=64"):
         train_loop.resolve_vocabulary(run, tiny_config(vocab_size=64))

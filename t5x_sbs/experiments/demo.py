@@ -115,15 +115,9 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
     """Step 3b + 4a: one student and seed; returns its result row (with per-question correctness)."""
     mixture_method, _ = tables.check_method(method)
     spec = student_spec(config, method, seed, spm_path, data_dir, bindings, student)
-    start = time.time()
-    final = runner.train(spec)
-    scored = runner.score(spec.model_dir)
-    correct = runner.test_correctness(spec)
     row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
-           **scored, "train_steps": config.train_steps, "steps_run": final.get("step"),
-           "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir, "final_loss": final.get("loss"),
-           "pretrained": student.initial_checkpoint, "test_correct": correct}
+           "pretrained": student.initial_checkpoint, **runner.train_and_score(spec)}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row

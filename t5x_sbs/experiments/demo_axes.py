@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import runpy
-import time
 
 from t5x_sbs.experiments import demo, preparation, pretrained, runner
 from t5x_sbs.experiments.preparation import Say, say_line
@@ -68,11 +67,7 @@ def train_cell(axes: AxesConfig, method_mode: str, fraction: float, seed: int, s
                              bindings, student)
     model_dir = os.path.join(os.path.dirname(axes.rows), f"{method_mode.replace('@', '_')}_frac{fraction}_seed{seed}")
     spec = dataclasses.replace(spec, fraction=fraction, model_dir=model_dir, loss_mode=loss_mode or spec.loss_mode)
-    start = time.time()
-    final = runner.train(spec)
-    return {"method": method_mode, "fraction": fraction, "seed": seed, **runner.score(model_dir),
-            "train_steps": spec.train_steps, "patience": spec.early_stopping_patience, "steps_run": final.get("step"),
-            "wall_s": round(time.time() - start, 1), "model_dir": model_dir, "test_correct": runner.test_correctness(spec)}
+    return {"method": method_mode, "fraction": fraction, "seed": seed, **runner.train_and_score(spec)}
 
 
 def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> None:

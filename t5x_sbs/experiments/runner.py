@@ -1,12 +1,12 @@
 """Train one cell through the trainer and score it the way the paper does.
 
 A cell = one trainer run (t5x_sbs.trainer.train_loop) in its own MODEL_DIR; rerunning resumes from
-its checkpoints. Its typed configs (t5x_sbs.trainer.configs.TrainConfigs) come from the model's gin
-file and gin/runs/demo.gin, the demo run's one definition, with the TrainSpec as demo.gin's macros
-(`gin_bindings`), parsed once in isolation by `configs.configs_from_gin` and passed to
-`train_loop.train` explicitly. The spec's free-form `bindings` (a sweep's `gin_bindings`) come
-last, so they override the spec's macros as before. The tasks' data settings (DATA_DIR,
-DATA_FRACTION, SPM_PATH, teacher files) stay bound in gin for the run: the data edge.
+its checkpoints. Its typed configs (t5x_sbs.trainer.configs.TrainConfigs) are built here in Python
+from the TrainSpec and the cell recipe below (the architecture from the model's gin file), then
+passed to `train_loop.train`. gin holds only the data edge: the tasks' data settings (data dir,
+vocabulary, fraction, teacher files), read lazily while datasets are built, and the spec's
+free-form `bindings` (a sweep's `gin_bindings`), which override the built configs' fields.
+gin/runs/demo.gin spells the same recipe for `python -m t5x_sbs.main` (a test keeps the two equal).
 Scores are the trainer's own (t5x_sbs.trainer.evaluation): greedy answers from the label prefix alone
 (no rationale), scored with the task's seqio metric; the best checkpoint is kept by validation
 accuracy and test is evaluated at it (MODEL_DIR/test_results.json).
@@ -19,19 +19,27 @@ import io
 import json
 import logging
 import os
+import time
 
 import jax
 import sentencepiece as spm
 from jax.experimental.compilation_cache import compilation_cache
 
-from t5x_sbs import checkpoints, gin_paths
+from t5x_sbs import checkpoints
 from t5x_sbs.experiments import preparation
 from t5x_sbs.experiments.tables import METHODS
 from t5x_sbs.models.info import param_count
 from t5x_sbs.names import mixture_name
 from t5x_sbs.trainer import configs, evaluation, train_loop
+from t5x_sbs.trainer.optimizers import OptimizerConfig
+from t5x_sbs.trainer.partitioning import MeshConfig
+from t5x_sbs.trainer.train_step import LossConfig
 
-RUN_GIN = gin_paths.shipped("gin/runs/demo.gin")
+# The cell recipe besides the spec (gin/runs/demo.gin has the same for the command line):
+# whole validation/test splits of the demo sizes, one kept checkpoint (best/ is kept apart),
+# Adafactor as T5X at a constant rate after a short warmup.
+CELL_RUN = {"pack": True, "log_every": 25, "eval_batches": 64, "keep_checkpoints": 1}
+CELL_OPTIMIZER = {"name": "adafactor", "warmup_steps": 20}
 log = logging.getLogger(__name__)
 
 
@@ -77,33 +85,35 @@ def padded_vocab_size(spm_path: str, multiple: int = 128) -> int:
     return -(-size // multiple) * multiple
 
 
-def gin_bindings(spec: TrainSpec) -> list[str]:
-    vocab = spec.vocab_size or padded_vocab_size(spec.spm_path)
-    out = [
-        f"MODEL_DIR = {json.dumps(spec.model_dir)}",
-        f"MIXTURE_OR_TASK_NAME = {json.dumps(spec.mixture)}",
-        f"TASK_FEATURE_LENGTHS = {json.dumps(spec.lengths)}",
-        f"TRAIN_STEPS = {spec.train_steps}",
-        f"BATCH_SIZE = {spec.batch_size}",
-        f"RATIONALE_WEIGHT = {spec.rationale_weight}",
-        f"LOSS_MODE = {json.dumps(spec.loss_mode)}",
-        f"SPM_PATH = {json.dumps(spec.spm_path)}",
-        f"DATA_FRACTION = {spec.fraction}",
-        f"SEED = {spec.seed}",
-        f"EVAL_EVERY = {spec.eval_every}",
-        f"LEARNING_RATE = {spec.learning_rate}",
-        f"T5Config.vocab_size = {vocab}",
-        f"INITIAL_CHECKPOINT_PATH = {json.dumps(spec.initial_checkpoint) if spec.initial_checkpoint else None}",
-        f"EARLY_STOPPING_PATIENCE = {spec.early_stopping_patience}",
-    ]
+def data_bindings(spec: TrainSpec) -> list[str]:
+    """The tasks' data settings of the cell (gin, the data edge), then the spec's own bindings."""
+    out = [f"tasks.config.vocabulary_path.path = {json.dumps(spec.spm_path)}",
+           f"tasks.config.data_options.fraction = {spec.fraction}"]
     if spec.data_dir:
-        out.append(f"DATA_DIR = {json.dumps(spec.data_dir)}")
+        out.append(f"tasks.config.data_dir.path = {json.dumps(spec.data_dir)}")
     return out + list(spec.bindings)
 
 
+def built_configs(spec: TrainSpec) -> configs.TrainConfigs:
+    """The cell's typed configs from the spec and the recipe alone (no gin but the model file)."""
+    model = configs.model_config_from_gin([spec.model_gin], [])
+    run = configs.RunConfig(
+        model_dir=spec.model_dir, mixture_or_task_name=spec.mixture, task_feature_lengths=spec.lengths,
+        train_steps=spec.train_steps, batch_size=spec.batch_size, loss_mode=spec.loss_mode, seed=spec.seed,
+        initial_checkpoint_path=spec.initial_checkpoint or None, eval_every=spec.eval_every,
+        checkpoint_every=spec.eval_every, early_stopping_patience=spec.early_stopping_patience, **CELL_RUN)
+    return configs.TrainConfigs(
+        run=run, model=model.replace(vocab_size=spec.vocab_size or padded_vocab_size(spec.spm_path)),
+        optimizer=OptimizerConfig(learning_rate=spec.learning_rate, **CELL_OPTIMIZER), mesh=MeshConfig(),
+        loss=LossConfig(rationale_weight=spec.rationale_weight))
+
+
 def train_configs(spec: TrainSpec) -> configs.TrainConfigs:
-    """The cell's typed configs (gin parsed once, in isolation; the tasks' settings stay bound)."""
-    return configs.configs_from_gin([spec.model_gin, RUN_GIN], gin_bindings(spec))
+    """The cell's typed configs with its `bindings` on top; leaves the data edge bound in gin for
+    the run (the tasks read it while datasets are built)."""
+    built = built_configs(spec)
+    configs.bind_data_edge(data_bindings(spec))
+    return configs.with_gin_overrides(built)
 
 
 def train(spec: TrainSpec) -> dict:
@@ -125,6 +135,17 @@ def test_correctness(spec: TrainSpec) -> list[float]:
         with open(path, encoding="utf-8") as f:
             predictions = [json.loads(line) for line in f]
     return [float(evaluation.decode_metrics(task, [p])[metric]) for p in predictions]
+
+
+def train_and_score(spec: TrainSpec) -> dict:
+    """Trains (or resumes) one cell, then its validation-selected scores, per-question test
+    correctness (for paired tests) and what the run did: the part of a result row every
+    experiment shares."""
+    start = time.time()
+    final = train(spec)
+    return {**score(spec.model_dir), "test_correct": test_correctness(spec), "train_steps": spec.train_steps,
+            "patience": spec.early_stopping_patience, "steps_run": final.get("step"), "final_loss": final.get("loss"),
+            "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir}
 
 
 def best_step_dir(model_dir: str) -> str:
@@ -186,7 +207,7 @@ def sweep_cell(config, cell, cell_dir: str) -> dict:
 
 def size_params(config) -> dict[str, int] | None:
     """Parameter count per size (eval_shape only), for the accuracy-vs-size figure."""
-    # the cells' embedding rows: the sweep's SentencePiece size padded as in gin_bindings()
+    # the cells' embedding rows: the sweep's SentencePiece size padded as in built_configs()
     spm_path = config.spm_path or os.path.join(config.out_dir, "vocab", "spm.model")
     vocab = padded_vocab_size(spm_path) if os.path.exists(spm_path) else config.vocab_size
     counts = {}

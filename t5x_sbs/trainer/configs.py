@@ -112,10 +112,6 @@ def from_gin(**run_overrides) -> TrainConfigs:
                         mesh=MeshConfig(), loss=LossConfig())
 
 
-def eval_config_from_gin() -> EvalConfig:
-    return EvalConfig()
-
-
 # ----------------------------------------------------------------------------- parsing
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] = (".",), *,
               defaults: list[str] = (), check_macros: bool = True) -> None:
@@ -145,6 +141,26 @@ def configs_from_gin(files: list[str], bindings: list[str], search_paths: list[s
     task_config.use_vocabulary(None)  # an earlier run's resolved vocabulary, as its gin state
     parse_gin(files, bindings, search_paths)
     return from_gin()
+
+
+def bind_data_edge(bindings: list[str]) -> None:
+    """A fresh gin state holding only `bindings`: the tasks' data settings (`tasks.config.*`,
+    read lazily while datasets are built) and a caller's typed-config overrides, which
+    `with_gin_overrides` then applies. For Python callers that build their TrainConfigs directly."""
+    gin.clear_config()
+    task_config.use_vocabulary(None)  # an earlier run's resolved vocabulary, as its gin state
+    parse_gin([], bindings)
+
+
+def with_gin_overrides(built: TrainConfigs) -> TrainConfigs:
+    """`built` with every field the parsed gin state binds on RunConfig, T5Config, OptimizerConfig,
+    MeshConfig or LossConfig replaced: a sweep's `gin_bindings` override its cells' typed configs."""
+    def over(config, cls):
+        return dataclasses.replace(config, **gin.get_bindings(cls)) if gin.get_bindings(cls) else config
+
+    return TrainConfigs(run=over(built.run, RunConfig), model=over(built.model, T5Config),
+                        optimizer=over(built.optimizer, OptimizerConfig), mesh=over(built.mesh, MeshConfig),
+                        loss=over(built.loss, LossConfig))
 
 
 @contextlib.contextmanager
