@@ -1,7 +1,11 @@
 """t5x-sbs: distilling step-by-step with a T5X-style JAX/Flax trainer."""
 from setuptools import find_packages, setup
 
-# The pinned set that installs and imports together on Python 3.11 (see README).
+# The pinned set that installs and imports together on Python 3.11 (see README). apache-beam
+# (`t5x-sbs cache-tasks`, SeqIO's Beam cache) needs protobuf<7, so sentencepiece stays at 0.2.2:
+# 0.2.3's bundled sentencepiece_model_pb2 is protobuf 7.36.1 gencode and refuses to load under a
+# protobuf 6 runtime (convert/hf_export imports it); pip does not see this (no version bound in
+# 0.2.3's metadata). Beam is imported only inside the functions that run it.
 CORE = [
     "jax==0.10.2",
     "jaxlib==0.10.2",
@@ -15,12 +19,14 @@ CORE = [
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
     "google-genai==3.4.0",
-    "sentencepiece==0.2.3",
+    "sentencepiece==0.2.2",
     "safetensors==0.8.0",
     "tensorboard==2.21.0",
     "importlib_resources==7.1.0",  # tensorflow-datasets imports it when preparing a dataset
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "apache-beam==2.77.0",  # t5x-sbs cache-tasks: SeqIO preprocessing on Beam (DirectRunner here)
+    "crcmod==1.7",  # Beam's fast GCS/HDFS checksums (Dataflow caches to gs://)
 ]
 TEST = [
     "pytest==9.2.0",

@@ -14,6 +14,8 @@ Gin bindings (macros as in T5X):
     tasks.config.tfds_data_dirs.dirs = {'esnli': '~/tensorflow_datasets'}  # read from prepared TFDS
     tasks.config.mixture_rates.mode = 'examples'           # or 'equal' (default)
     tasks.config.mixture_rates.rates = {'asdiv_label_llm': 0.5}
+    tasks.config.cache_dirs.dirs = ['/data/seqio_cache']   # `t5x-sbs cache-tasks` output, read with
+                                                           # RunConfig.use_cached = True (tasks/cache.py)
 Without gin: env T5X_SBS_DATA_DIR / T5X_SBS_SPM_PATH, else ../shared/data beside the repo.
 """
 from __future__ import annotations
@@ -125,6 +127,15 @@ def tfds_data_dirs(dirs: dict[str, str] | None = None) -> dict[str, str]:
     """dataset -> TFDS data_dir: read that dataset (esnli, anli1) from a prepared TFDS dataset
     there instead of the paper's JSON files (`t5x_sbs.data.tfds_source`)."""
     return {k: os.path.expanduser(os.fspath(v)) for k, v in (dirs or {}).items()}
+
+
+@gin.configurable(module="tasks.config")
+def cache_dirs(dirs: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Where `t5x-sbs cache-tasks` wrote the tasks' SeqIO cache (its --output_cache_dir; gs:// works),
+    searched when a run reads the cache (RunConfig.use_cached); else env T5X_SBS_CACHE_DIRS
+    (os.pathsep-separated)."""
+    chosen = list(dirs) or [d for d in os.environ.get("T5X_SBS_CACHE_DIRS", "").split(os.pathsep) if d]
+    return [os.path.expanduser(os.fspath(d)) for d in chosen]
 
 
 MIXTURE_RATE_MODES = ("equal", "examples")

@@ -137,7 +137,9 @@ def _add_task(name: str, dataset_fn) -> str:
         seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name, source=seqio.FunctionDataSource(dataset_fn, splits=SPLITS), output_features=output_features(),
-        preprocessors=[_rekey_text, seqio.preprocessors.tokenize, _span_corruption,
+        # cached (t5x-sbs cache-tasks): the tokenized documents; the corruption, seeded per
+        # document and sequence length, runs after the cache
+        preprocessors=[_rekey_text, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(), _span_corruption,
                        seqio.preprocessors.append_eos_after_trim],
         metric_fns=[])
     return name

@@ -214,11 +214,17 @@ def tokenize(ds: tf.data.Dataset, output_features) -> tf.data.Dataset:
 # --- registration --------------------------------------------------------------------------
 
 def _add_task(name: str, source: seqio.DataSource, preprocessors: list, metric_fns: list,
-              shuffle_buffer_size: int | None = seqio.SHUFFLE_BUFFER_SIZE) -> None:
+              shuffle_buffer_size: int | None = seqio.SHUFFLE_BUFFER_SIZE, cacheable: bool = True) -> None:
+    """`cacheable`: a `seqio.CacheDatasetPlaceholder` after the deterministic preprocessing (rows
+    and tokens, nothing random or length-dependent), so `t5x-sbs cache-tasks` can store them and a run
+    with `use_cached` reads them back (tasks/cache.py); the uncached path yields the same rows. The
+    paired tasks are not cacheable: their source shuffles whole examples (label + rationale rows
+    adjacent), which a cache's row-level shuffle would break."""
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
+    cache = [seqio.CacheDatasetPlaceholder()] if cacheable else []
     seqio.TaskRegistry.add(name, source=source, output_features=output_features(),
-                           preprocessors=preprocessors + [seqio.preprocessors.append_eos_after_trim],
+                           preprocessors=preprocessors + cache + [seqio.preprocessors.append_eos_after_trim],
                            metric_fns=metric_fns, postprocess_fn=strip_output,
                            shuffle_buffer_size=shuffle_buffer_size)
 
@@ -264,7 +270,8 @@ def register_dataset(spec: DatasetSpec) -> list[str]:
     for source in ("gold", "llm"):
         names.append(f"{mixture_name(ds, 'sbs', source)}_paired")
         build = functools.partial(lambda src, split: paired_rows(spec, split, src), source)
-        _add_task(names[-1], _pair_source(build, names[-1]), [unpair, tokenize], [], shuffle_buffer_size=None)
+        _add_task(names[-1], _pair_source(build, names[-1]), [unpair, tokenize], [], shuffle_buffer_size=None,
+                  cacheable=False)
         _add_mixture(mixture_name(ds, "standard", source), [f"{ds}_label_{source}"])
         _add_mixture(mixture_name(ds, "sbs", source), [f"{ds}_label_{source}", f"{ds}_rationale_llm"])
         names += [mixture_name(ds, "standard", source), mixture_name(ds, "sbs", source)]

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("t5x_sbs.cli.model_info", "parameter count and shapes of a gin model, without allocating it"),
     "data-report": ("t5x_sbs.cli.data_report", "examples, teacher agreement and parse failures of a dataset split"),
     "vocab": ("t5x_sbs.cli.vocab", "train a small SentencePiece vocabulary from a task's texts"),
+    "cache-tasks": ("t5x_sbs.cli.cache_tasks", "run the tasks' SeqIO preprocessing on Apache Beam into a cache (use_cached)"),
     "pack-lengths": ("t5x_sbs.cli.pack_lengths", "token-length percentiles of a task and the packed row lengths they suggest"),
     "import-rationales": ("t5x_sbs.cli.import_rationales", "turn third-party CoT files (eitnlp_cot) into a teacher store"),
     "rationales": ("t5x_sbs.cli.rationales", "ask a teacher LLM for rationales and labels into a JSONL store"),

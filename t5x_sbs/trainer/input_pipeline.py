@@ -32,7 +32,7 @@ import seqio
 
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.names import LABEL_TASK_ID, LOSS_MODES
-from t5x_sbs.tasks import catalog
+from t5x_sbs.tasks import cache, catalog
 
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
@@ -75,10 +75,15 @@ class TaskRows:
 
 
 def read_task_rows(task: seqio.Task, feature_lengths: Mapping[str, int], *, use_cached: bool = False) -> TaskRows:
+    """The task's train rows in its (unshuffled) order. `use_cached`: read from the task's SeqIO
+    cache (`t5x-sbs cache-tasks`, found in `tasks.config.cache_dirs`), put back in the uncached
+    order, so the batches are those of an uncached run (`t5x_sbs.tasks.cache`)."""
+    use_cached = use_cached and cache.prepare_cached_read(task)
     ds = task.get_dataset(sequence_length=dict(feature_lengths), split="train", shuffle=False, num_epochs=1,
                           use_cached=use_cached)
+    rows = cache.in_source_order(list(ds.as_numpy_iterator())) if use_cached else ds.as_numpy_iterator()
     inputs, targets, task_ids, ids = [], [], [], []
-    for row in ds.as_numpy_iterator():
+    for row in rows:
         inputs.append(np.asarray(row["inputs"], np.int32))
         targets.append(np.asarray(row["targets"], np.int32))
         task_ids.append(int(row.get("task", LABEL_TASK_ID)))
