@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from t5x_sbs import cli
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
 from t5x_sbs.tasks import cache
 from t5x_sbs.trainer import configs, input_pipeline, train_loop
+from trainer_fixtures import preempt_after
 
 pytestmark = pytest.mark.shared_data
 
@@ -86,7 +86,7 @@ def test_a_short_run_trains_from_the_cache(cached, monkeypatch):
     read = []
     prepare = cache.prepare_cached_read
     monkeypatch.setattr(cache, "prepare_cached_read", lambda task: read.append(task.name) or prepare(task))
-    _stop_after(STEPS, monkeypatch)  # SIGTERM after STEPS steps: the loop saves and exits (no evaluation)
+    preempt_after(STEPS, monkeypatch)  # SIGTERM after STEPS steps: the loop saves and exits (no evaluation)
     bindings = cached[1] + [
         "T5Config.vocab_size = 256", "T5Config.d_model = 32", "T5Config.d_kv = 8", "T5Config.d_ff = 64",
         "T5Config.num_heads = 2", "T5Config.dropout_rate = 0.0", "TRAIN_STEPS = 100", "BATCH_SIZE = 8",
@@ -98,23 +98,3 @@ def test_a_short_run_trains_from_the_cache(cached, monkeypatch):
     with open(os.path.join(run.run.model_dir, "metrics.jsonl")) as f:
         losses = [x["loss"] for x in map(json.loads, f) if "loss" in x]
     assert len(losses) == STEPS and all(np.isfinite(losses))
-
-
-def _stop_after(steps: int, monkeypatch) -> None:
-    build = train_loop.build
-
-    def build_with_stop(*args, **kwargs):
-        model_config, part, trainer = build(*args, **kwargs)
-        step_fn, done = trainer.train_step, []
-
-        def train_step(*step_args):
-            out = step_fn(*step_args)
-            done.append(1)
-            if len(done) == steps:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return out
-
-        trainer.train_step = train_step
-        return model_config, part, trainer
-
-    monkeypatch.setattr(train_loop, "build", build_with_stop)

@@ -2,36 +2,13 @@
 benchmarks/prefetch_throughput.py compares with the default thread); the run is otherwise the same."""
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from t5x_sbs.trainer import train_loop
 from test_trainer_loop import read_jsonl, run_train, svamp_bindings
+from trainer_fixtures import preempt_after
 
 STEPS = 3
-
-
-def _preempted_after(steps: int, monkeypatch) -> None:
-    """The loop's Trainer sends SIGTERM after `steps` steps: the loop saves and exits (no evaluation)."""
-    build = train_loop.build
-
-    def build_with_stop(*args, **kwargs):
-        model_config, part, trainer = build(*args, **kwargs)
-        step_fn, done = trainer.train_step, []
-
-        def train_step(*step_args):
-            out = step_fn(*step_args)
-            done.append(1)
-            if len(done) == steps:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return out
-
-        trainer.train_step = train_step
-        return model_config, part, trainer
-
-    monkeypatch.setattr(train_loop, "build", build_with_stop)
 
 
 @pytest.mark.shared_data
@@ -40,7 +17,7 @@ def test_training_without_the_prefetch_thread_gives_the_same_losses(tmp_path, sh
 
     from t5x_sbs.experiments.runner import enable_compilation_cache
 
-    _preempted_after(STEPS, monkeypatch)
+    preempt_after(STEPS, monkeypatch)
     previous = jax.config.jax_compilation_cache_dir
     enable_compilation_cache(str(tmp_path / "jax_cache"))  # the second run reuses the first's step
     losses = {}

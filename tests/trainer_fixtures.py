@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 
 import numpy as np
 
 from t5x_sbs import names
 from t5x_sbs.models.config import T5Config
+from t5x_sbs.trainer import train_loop
 
 TINY = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
             num_decoder_layers=2, relative_attention_num_buckets=8, relative_attention_max_distance=16)
@@ -143,3 +146,24 @@ def reference_run():
         losses, params, first, _ = mesh_run(pt.MeshConfig(1, 1, 1), jax.devices()[:1])
         _REFERENCE.update(losses=losses, params=params, initial=first)
     return _REFERENCE
+
+
+def preempt_after(steps: int, monkeypatch) -> None:
+    """The loop's Trainer sends SIGTERM after `steps` steps: the loop saves and exits (no evaluation)."""
+    build = train_loop.build
+
+    def build_with_stop(*args, **kwargs):
+        model_config, part, trainer = build(*args, **kwargs)
+        step_fn, done = trainer.train_step, []
+
+        def train_step(*step_args):
+            out = step_fn(*step_args)
+            done.append(1)
+            if len(done) == steps:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        trainer.train_step = train_step
+        return model_config, part, trainer
+
+    monkeypatch.setattr(train_loop, "build", build_with_stop)
