@@ -7,7 +7,7 @@ both tasks, AdamW, on three layouts of the same examples:
   - default lengths: label and rationale rows packed by the feature converter into 512 input +
     256 target tokens;
   - lengths from the data: the same two-row packing into rows sized from the data's token
-    lengths (t5x_sbs.tasks.lengths.pack_lengths: the longest row fits, ~3 mean rows per pack);
+    lengths (tasks.lengths.pack_lengths: the longest row fits, --rows_per_pack mean rows a pack);
   - shared encoder (LOSS_MODE='shared_encoder', t5x_sbs.trainer.shared_encoder): each example's input
     encoded once, label and rationale decoded from it, rows sized from the data likewise.
 The data-sized layouts take as many rows per step as keep the tokens per step of the default.
@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--rows_per_pack", type=float, default=2.0,
+                        help="data-sized layouts: room for this many mean-length rows a pack (longer rows pay "
+                             "attention across more masked segment pairs; shorter ones pad more)")
     args = parser.parse_args()
     size = args.size or ("mini" if args.quick else "small")
     batch = args.batch_size or (32 if args.quick else 64)
@@ -99,7 +102,8 @@ def main() -> None:
           f"{ref['step_s']:.2f} s/step, padding efficiency {ref['padding_efficiency']:.2f}, "
           f"loss {ref['first_loss']:.2f} -> {ref['last_loss']:.2f}")
     ratios = {}
-    for name, shape, batches in layouts(examples, packed_rows, lengths, prefix, args.warmup + steps):
+    for name, shape, batches in layouts(examples, packed_rows, lengths, prefix, args.warmup + steps,
+                                         args.rows_per_pack):
         ours = run_ours(config, batches, steps, args.warmup)
         print(f"ours, {name} (jitted, {shape}, 1 pass): {ours['examples_per_s']:.2f} examples/s, "
               f"{ours['step_s']:.2f} s/step, {ours['examples_per_step']:.1f} examples/step, padding efficiency "
@@ -116,16 +120,18 @@ def rationale_prefix(spm_path: str) -> list[int]:
     return spm.SentencePieceProcessor(model_file=spm_path).encode("explain:")
 
 
-def sized_from_data(measured: dict[str, list[int]], default: dict[str, int], packed_rows: int):
-    """(rows per step, feature lengths): the longest row fits (capped at the default), ~3 mean rows
-    a pack, and as many rows as keep the default's tokens per step."""
+def sized_from_data(measured: dict[str, list[int]], default: dict[str, int], packed_rows: int,
+                    rows_per_pack: float):
+    """(rows per step, feature lengths): the longest row fits (capped at the default), room for
+    `rows_per_pack` mean rows a pack, and as many rows as keep the default's tokens per step."""
     from t5x_sbs.tasks.lengths import pack_lengths
 
-    sized = pack_lengths(measured, percentile=100, rows_per_pack=3, cap=default)
+    sized = pack_lengths(measured, percentile=100, rows_per_pack=rows_per_pack, cap=default)
     return max(1, round(packed_rows * sum(default.values()) / sum(sized.values()))), sized
 
 
-def layouts(examples, packed_rows: int, default: dict[str, int], prefix: list[int], count: int):
+def layouts(examples, packed_rows: int, default: dict[str, int], prefix: list[int], count: int,
+            rows_per_pack: float):
     """(name, shape, batches) for the default packing, the data-sized one and the shared encoder."""
     def shape(rows, lengths, what):
         return f"{what} {rows}x({lengths['inputs']}+{lengths['targets']})"
@@ -134,11 +140,11 @@ def layouts(examples, packed_rows: int, default: dict[str, int], prefix: list[in
            _common.packed_batches(examples, packed_rows, default))
     two_row = {"inputs": [len(x) for e in examples for x in (e.label_inputs, e.rationale_inputs)],
                "targets": [len(x) for e in examples for x in (e.label_targets, e.rationale_targets)]}
-    rows, lengths = sized_from_data(two_row, default, packed_rows)
+    rows, lengths = sized_from_data(two_row, default, packed_rows, rows_per_pack)
     yield "lengths from the data", shape(rows, lengths, "packed"), _common.packed_batches(examples, rows, lengths)
     shared = {"inputs": [len(e.label_inputs) for e in examples],
               "targets": [len(e.label_targets) + len(prefix) + len(e.rationale_targets) for e in examples]}
-    rows, lengths = sized_from_data(shared, default, packed_rows)
+    rows, lengths = sized_from_data(shared, default, packed_rows, rows_per_pack)
     yield ("shared encoder", shape(rows, lengths, "shared-encoder"),
            shared_batches(examples, rows, lengths, prefix, count))
 

@@ -114,3 +114,26 @@ def test_config_rejects_bad_fields():
         T5Config(param_dtype="float77")
     with pytest.raises(ValueError, match="remat_policy"):
         T5Config(remat_policy="some")
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+@pytest.mark.parametrize("shape", [(4, 64, 256), (3, 5, 7)])  # odd last axis: half a threefry word left over
+def test_dropout_keeps_the_rate_and_the_mean(rate, shape):
+    """Two 16-bit draws per threefry word: the dropped share is `rate` to sampling error, kept
+    values are scaled by 1/(1-rate), and another key drops other elements."""
+    from t5x_sbs.models.layers import Dropout
+
+    x = jnp.ones(shape)
+    drop = lambda key: Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": key})  # noqa: E731
+    y = np.asarray(drop(jax.random.key(0)))
+    n = y.size
+    dropped = (y == 0).mean()
+    assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / n) + 1 / 65536
+    np.testing.assert_allclose(y[y != 0], 1 / (1 - round(rate * 65536) / 65536), rtol=1e-6)
+    other = np.asarray(drop(jax.random.key(1)))
+    assert ((y == 0) != (other == 0)).any()
+    if n > 10_000:  # neighbours in one word are independent: no pairing of dropped elements
+        pairs = (y.reshape(-1, 2) == 0)
+        both = pairs.all(axis=1).mean()
+        assert abs(both - rate ** 2) < 5 * np.sqrt(rate ** 2 * (1 - rate ** 2) / (n // 2))
+    assert Dropout(rate).apply({}, x, deterministic=True) is x

@@ -23,7 +23,7 @@ import numpy as np
 
 from t5x_sbs.models.config import T5Config
 from t5x_sbs.models.layers import (
-    EMBED_AXES, MlpBlock, MultiHeadAttention, RelativePositionBiases, constrain, dense, logical, rms_norm,
+    EMBED_AXES, Dropout, MlpBlock, MultiHeadAttention, RelativePositionBiases, constrain, dense, logical, rms_norm,
 )
 
 Array = jax.Array
@@ -42,10 +42,10 @@ class EncoderLayer(nn.Module):
         cfg, det = self.config, self.deterministic
         h = rms_norm(cfg, "pre_attention_layer_norm")(x)
         h = MultiHeadAttention(cfg, name="attention")(h, h, mask, bias, deterministic=det)
-        x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+        x = x + Dropout(cfg.dropout_rate)(h, deterministic=det)
         h = rms_norm(cfg, "pre_mlp_layer_norm")(x)
         h = MlpBlock(cfg, name="mlp")(h, deterministic=det)
-        x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+        x = x + Dropout(cfg.dropout_rate)(h, deterministic=det)
         return constrain(x, EMBED_AXES), None  # (carry, output): the nn.scan signature
 
 
@@ -59,13 +59,13 @@ class DecoderLayer(nn.Module):
         cfg, det = self.config, self.deterministic
         h = rms_norm(cfg, "pre_self_attention_layer_norm")(y)
         h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_mask, bias, deterministic=det, decode=self.decode)
-        y = y + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+        y = y + Dropout(cfg.dropout_rate)(h, deterministic=det)
         h = rms_norm(cfg, "pre_cross_attention_layer_norm")(y)
         h = MultiHeadAttention(cfg, name="encoder_decoder_attention")(h, encoded, cross_mask, None, deterministic=det)
-        y = y + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+        y = y + Dropout(cfg.dropout_rate)(h, deterministic=det)
         h = rms_norm(cfg, "pre_mlp_layer_norm")(y)
         h = MlpBlock(cfg, name="mlp")(h, deterministic=det)
-        y = y + nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+        y = y + Dropout(cfg.dropout_rate)(h, deterministic=det)
         return constrain(y, EMBED_AXES), None
 
 
@@ -97,13 +97,13 @@ class Encoder(nn.Module):
     def __call__(self, tokens: Array, mask: Array, *, deterministic: bool) -> Array:
         cfg = self.config
         x = self.shared_embedding(tokens.astype(jnp.int32)).astype(cfg.activation_dtype)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         x = constrain(x, EMBED_AXES)
         length = tokens.shape[1]
         bias = RelativePositionBiases(cfg, bidirectional=True, name="relpos_bias")(length, length)
         x = run_layers(EncoderLayer, cfg, cfg.num_encoder_layers, x, mask, bias, deterministic=deterministic)
         x = rms_norm(cfg, "encoder_norm")(x)
-        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        return Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
 
 class Decoder(nn.Module):
@@ -115,7 +115,7 @@ class Decoder(nn.Module):
                  deterministic: bool, decode: bool, max_decode_length: Optional[int]) -> Array:
         cfg = self.config
         y = self.shared_embedding(tokens.astype(jnp.int32)).astype(cfg.activation_dtype)
-        y = nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+        y = Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
         y = constrain(y, EMBED_AXES)
         # In decode mode the bias covers the whole cache; attention keeps the current row.
         length = max_decode_length if decode and max_decode_length else tokens.shape[1]
@@ -123,7 +123,7 @@ class Decoder(nn.Module):
         y = run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y, encoded, self_mask, cross_mask, bias,
                        deterministic=deterministic, decode=decode)
         y = rms_norm(cfg, "decoder_norm")(y)
-        y = nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+        y = Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
         if cfg.tie_word_embeddings:  # v1.0: rescale before the tied projection, as Mesh TF / HF do
             logits = self.shared_embedding.attend(y * cfg.d_model**-0.5)
         else:
