@@ -60,6 +60,17 @@ def test_vote_takes_the_majority_label_and_its_agreeing_rationales(tmp_path):
     assert out["e2"].labels() == ["wrong"] and out["e2"].rationales() == ["e2 s0 says wrong"]  # tie: earliest
 
 
+def test_vote_drops_identical_rationale_copies(tmp_path):
+    """Agreeing samples that repeat a rationale (up to whitespace) give one row, the lowest sample's."""
+    copies = [_rec("e0", 0, "right", rationale="same words"), _rec("e0", 1, "right", rationale="other words"),
+              _rec("e0", 2, "right", rationale=" same words\n"), _rec("e0", 3, "wrong", rationale="same words"),
+              _rec("e0", 4, "right", rationale="other words")]
+    path = _write(tmp_path / "s.jsonl", copies)
+    (out,) = store_reading.teacher_from_store(path, _examples(1), reading=TeacherReading(samples="vote"))
+    assert out.rationales() == ["same words", "other words"] and out.labels() == ["right"]
+    assert out.sample_labels == ("right", "right", "right", "wrong", "right")  # agreement counts all
+
+
 def test_all_uses_every_ok_sample(tmp_path):
     out = _read(tmp_path, "all")
     assert out["e0"].labels() == ["wrong", "right", "Right."]

@@ -7,8 +7,10 @@ become one `TeacherOutput` by `TeacherReading.samples`:
 
 - `first` (default): the lowest sample, whatever its status (one label and one rationale row);
 - `vote`: the label is the majority of the ok samples' labels (the dataset's label equality;
-  a tie goes to the label whose first sample is lowest); the rationales are those of the
-  samples agreeing with it: the lowest is the main one, the others extra rationale rows;
+  a tie goes to the label whose first sample is lowest); the rationales are the distinct ones
+  (after stripping whitespace) of the samples agreeing with it: the lowest is the main one, the
+  others extra rationale rows. Identical copies are dropped: at temperature > 0 a teacher often
+  repeats itself, and each copy was a row that crowded label rows out of the batches;
 - `all`: every ok sample gives a label row and a rationale row of its own.
 """
 from __future__ import annotations
@@ -77,7 +79,7 @@ def combine(example: Example, samples: list[TeacherRecord], mode: str) -> Teache
         return TeacherOutput(example, ok[0].raw or "", _parsed(ok[0]), sample_labels=labels,
                              extra=tuple(_parsed(r) for r in ok[1:]), extra_labels=True)
     label, agreeing = majority(example.dataset, list(labels))
-    chosen = [ok[i] for i in agreeing]
+    chosen = list({(ok[i].rationale or "").strip(): ok[i] for i in reversed(agreeing)}.values())[::-1]
     return TeacherOutput(example, chosen[0].raw or "", _parsed(chosen[0], label), sample_labels=labels,
                          extra=tuple(_parsed(r, label) for r in chosen[1:]))
 
