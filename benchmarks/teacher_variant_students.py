@@ -11,11 +11,12 @@ pretraining steps to fit the shared 2-core machine's time budget):
     C="--methods sbs_teacher --seeds 0,1 --pretrain_steps 1000 --pretrain_dir $P"
     nice -n 10 t5x-sbs demo --out_dir $V/few_shot $C
     nice -n 10 t5x-sbs demo --out_dir $V/feedback2 $C --teacher_args "--feedback 2"
-    nice -n 10 t5x-sbs demo --out_dir $V/vote5 $C --teacher_args "--samples 5" --samples_mode vote
+    nice -n 10 t5x-sbs demo --out_dir $V/vote5 $C --teacher_args "--samples 5" --samples_mode vote   # before 2b30594
+    nice -n 10 t5x-sbs demo --out_dir $V/vote5_dedup $C --teacher_args "--samples 5" --samples_mode vote
     t5x-sbs optimize-prompt --dataset arith --data_dir $V/few_shot/data --teacher scripted:arith \
         --out_dir $V/opt --no_progress --subset 50 --rounds 5 --candidates 4
     nice -n 10 t5x-sbs demo --out_dir $V/opt_zero_shot $C --teacher_args "--prompt $V/opt/prompt.json"
-    # wall (2-core machine, load 2-5): 971 s (incl. pretraining) / 483 / 447 / 676 s
+    # wall (2-core machine, load 2-5): 971 s (incl. 367 s pretraining) / 483 / 447 / 601 / 676 s
     python benchmarks/teacher_variant_students.py --root $V [--baseline few_shot]
 
 Plain zero-shot is not trained: this script annotates the baseline's train split with
@@ -57,7 +58,9 @@ from t5x_sbs.teacher.store import read_store  # noqa: E402
 
 # (folder under --root, title, store reading mode)
 VARIANTS = (("few_shot", "few-shot (baseline)", "first"), ("feedback2", "few-shot, --feedback 2", "first"),
-            ("vote5", "few-shot, 5 samples, vote", "vote"), ("opt_zero_shot", "optimised zero-shot", "first"))
+            ("vote5", "few-shot, 5 samples, vote (identical rationale copies as rows, before 2b30594)", "vote"),
+            ("vote5_dedup", "few-shot, 5 samples, vote (distinct rationales)", "vote"),
+            ("opt_zero_shot", "optimised zero-shot", "first"))
 
 
 def file_hash(path: str) -> str:

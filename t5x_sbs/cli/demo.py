@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--teacher_args", default="", help="extra flags for `t5x-sbs rationales` (e.g. '--rpm 60')")
     add("--samples_mode", choices=("first", "vote", "all"), default="first",
         help="how the students read several teacher samples per example (--teacher_args '--samples 5'): "
-             "first (the lowest), vote (majority label, its agreeing rationales) or all")
+             "first (the lowest), vote (majority label, its distinct agreeing rationales) or all")
     add("--methods", default=",".join(demo.DEMO_METHODS), help=f"comma-separated, from {list(tables.METHODS)}")
     add("--model_gin", default="configs/demo_student.gin")
     add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
