@@ -28,9 +28,9 @@ EMBED_AXES = ("batch", "length", "embed")
 class Dropout(nn.Module):
     """Inverted dropout whose keep mask comes from 16-bit slices of threefry words.
 
-    flax's Dropout draws one float32 uniform per element; on CPU the int→float conversion and
-    compare cost 5x the random bits themselves (benchmarks/dropout_cost.py), and dropout was a
-    third of a step. Here each 32-bit word gives two elements; the rate is rounded to 1/65536.
+    flax's Dropout draws a float32 uniform per element (a 32-bit word plus an int→float
+    conversion); on CPU that costs 4.6x this (benchmarks/dropout_cost.py), and dropout was a third
+    of a packed step. Here each 32-bit word gives two elements; the rate is rounded to 1/65536.
     """
 
     rate: float
