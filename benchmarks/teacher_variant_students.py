@@ -17,6 +17,8 @@ pretraining steps to fit the shared 2-core machine's time budget):
         --out_dir $V/opt --no_progress --subset 50 --rounds 5 --candidates 4
     nice -n 10 t5x-sbs demo --out_dir $V/opt_zero_shot $C --teacher_args "--prompt $V/opt/prompt.json"
     # wall (2-core machine, load 2-5): 971 s (incl. 367 s pretraining) / 483 / 447 / 601 / 676 s
+    # a third seed: each variant's command again with `--seeds 2 --out_dir $V/<variant>_seed2`
+    # (read together with $V/<variant>; its teacher answers and test set must equal the variant's)
     python benchmarks/teacher_variant_students.py --root $V [--baseline few_shot]
 
 Plain zero-shot is not trained: this script annotates the baseline's train split with
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import io
 import hashlib
 import json
@@ -80,12 +83,14 @@ def teacher_quality(run_dir: str, mode: str) -> tuple[float, float]:
     return 100.0 * right / len(examples), summarize(records)["tokens"]["total"] / len(examples)
 
 
+def answers(path: str) -> dict:
+    """A store's train answers by (id, sample): what the students read (not timings or usage)."""
+    return {(r.id, r.sample): (r.label, r.rationale, r.status) for r in read_store(path).records.values()
+            if r.split == "train"}
+
+
 def zero_shot_check(base_dir: str) -> str:
     """Annotate the baseline's train split zero-shot; say whether its store equals the few-shot one."""
-    def answers(path):
-        return {(r.id, r.sample): (r.label, r.rationale, r.status) for r in read_store(path).records.values()
-                if r.split == "train"}
-
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "train.jsonl")
         with contextlib.redirect_stdout(io.StringIO()):
@@ -111,17 +116,39 @@ def by_seed(rows: list[dict], method: str) -> dict[int, np.ndarray]:
     return {r["seed"]: np.array(r["test_correct"], float) for r in rows if r["method"] == method}
 
 
+def variant_rows(root: str, name: str) -> list[dict]:
+    """Every seed's row of a variant: its folder's results.json and those of `<name>_seed*` folders
+    (more seeds, one demo each), which must hold the same teacher answers and test set."""
+    run_dir = os.path.join(root, name)
+    rows, seeds = [], set()
+    for folder in [run_dir, *sorted(glob.glob(f"{run_dir}_seed*"))]:
+        path = os.path.join(folder, "results.json")
+        if not os.path.exists(path):
+            continue
+        if folder != run_dir:
+            store = lambda d: os.path.join(d, "teacher", "train.jsonl")  # noqa: E731
+            same_test = file_hash(os.path.join(folder, "data", "test.jsonl")) == \
+                file_hash(os.path.join(run_dir, "data", "test.jsonl"))
+            if not same_test or answers(store(folder)) != answers(store(run_dir)):
+                raise SystemExit(f"{folder}: its teacher answers or test set differ from {run_dir}'s")
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)["rows"]
+        twice = seeds & {(r["method"], r["seed"]) for r in found}
+        if twice:
+            raise SystemExit(f"{folder}: seeds already read from another folder: {sorted(twice)}")
+        seeds |= {(r["method"], r["seed"]) for r in found}
+        rows += found
+    return rows
+
+
 def load(root: str) -> dict[str, dict]:
     runs = {}
     for name, title, mode in VARIANTS:
         run_dir = os.path.join(root, name)
-        path = os.path.join(run_dir, "results.json")
-        if not os.path.exists(path):
+        if not os.path.exists(os.path.join(run_dir, "results.json")):
             continue
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
         accuracy, tokens = teacher_quality(run_dir, mode)
-        runs[name] = {"title": title, "rows": results["rows"], "accuracy": accuracy, "tokens": tokens,
+        runs[name] = {"title": title, "rows": variant_rows(root, name), "accuracy": accuracy, "tokens": tokens,
                       "test_hash": file_hash(os.path.join(run_dir, "data", "test.jsonl"))}
     return runs
 
