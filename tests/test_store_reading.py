@@ -69,6 +69,10 @@ def test_vote_drops_identical_rationale_copies(tmp_path):
     (out,) = store_reading.teacher_from_store(path, _examples(1), reading=TeacherReading(samples="vote"))
     assert out.rationales() == ["same words", "other words"] and out.labels() == ["right"]
     assert out.sample_labels == ("right", "right", "right", "wrong", "right")  # agreement counts all
+    path = _write(tmp_path / "s2.jsonl", [_rec("e0", 0, "right", rationale="A"), _rec("e0", 1, "right", rationale="B"),
+                                          _rec("e0", 2, "right", rationale="A")])
+    (out,) = store_reading.teacher_from_store(path, _examples(1), reading=TeacherReading(samples="vote"))
+    assert out.rationales() == ["A", "B"] and out.parsed.rationale == "A"  # sample 0 stays the main one
 
 
 def test_all_uses_every_ok_sample(tmp_path):

@@ -79,7 +79,10 @@ def combine(example: Example, samples: list[TeacherRecord], mode: str) -> Teache
         return TeacherOutput(example, ok[0].raw or "", _parsed(ok[0]), sample_labels=labels,
                              extra=tuple(_parsed(r) for r in ok[1:]), extra_labels=True)
     label, agreeing = majority(example.dataset, list(labels))
-    chosen = list({(ok[i].rationale or "").strip(): ok[i] for i in reversed(agreeing)}.values())[::-1]
+    first_of_text: dict[str, TeacherRecord] = {}  # insertion order = sample order: the lowest stays main
+    for i in agreeing:
+        first_of_text.setdefault((ok[i].rationale or "").strip(), ok[i])
+    chosen = list(first_of_text.values())
     return TeacherOutput(example, chosen[0].raw or "", _parsed(chosen[0], label), sample_labels=labels,
                          extra=tuple(_parsed(r, label) for r in chosen[1:]))
 
