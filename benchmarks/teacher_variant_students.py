@@ -66,6 +66,14 @@ VARIANTS = (("few_shot", "few-shot (baseline)", "first"), ("feedback2", "few-sho
             ("opt_zero_shot", "optimised zero-shot", "first"))
 
 
+def train_store(run_dir: str) -> str:
+    return os.path.join(run_dir, "teacher", "train.jsonl")
+
+
+def hash_of_test_set(run_dir: str) -> str:
+    return file_hash(os.path.join(run_dir, "data", "test.jsonl"))
+
+
 def file_hash(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:12]
@@ -73,7 +81,7 @@ def file_hash(path: str) -> str:
 
 def teacher_quality(run_dir: str, mode: str) -> tuple[float, float]:
     """(label accuracy % on train as read with `mode`, teacher tokens per train example)."""
-    data, store = os.path.join(run_dir, "data"), os.path.join(run_dir, "teacher", "train.jsonl")
+    data, store = os.path.join(run_dir, "data"), train_store(run_dir)
     examples = arith.load_examples(data, "train")
     ids = {e.id for e in examples}
     records = [r for r in read_store(store).records.values() if r.split == "train" and r.id in ids]
@@ -99,7 +107,7 @@ def zero_shot_check(base_dir: str) -> str:
                            "--out", store, "--no_progress"])
         if rc != 0:
             return "zero-shot check: the annotation failed"
-        few, zero = answers(os.path.join(base_dir, "teacher", "train.jsonl")), answers(store)
+        few, zero = answers(train_store(base_dir)), answers(store)
         tokens = summarize(list(read_store(store).records.values()))["tokens"]["total"] / len(zero)
     same = sum(few.get(k) == v for k, v in zero.items())
     verdict = "identical: its student is the baseline's" if same == len(few) == len(zero) else "DIFFERENT: train it"
@@ -126,10 +134,8 @@ def variant_rows(root: str, name: str) -> list[dict]:
         if not os.path.exists(path):
             continue
         if folder != run_dir:
-            store = lambda d: os.path.join(d, "teacher", "train.jsonl")  # noqa: E731
-            same_test = file_hash(os.path.join(folder, "data", "test.jsonl")) == \
-                file_hash(os.path.join(run_dir, "data", "test.jsonl"))
-            if not same_test or answers(store(folder)) != answers(store(run_dir)):
+            same_test = hash_of_test_set(folder) == hash_of_test_set(run_dir)
+            if not same_test or answers(train_store(folder)) != answers(train_store(run_dir)):
                 raise SystemExit(f"{folder}: its teacher answers or test set differ from {run_dir}'s")
         with open(path, encoding="utf-8") as f:
             found = json.load(f)["rows"]
@@ -149,7 +155,7 @@ def load(root: str) -> dict[str, dict]:
             continue
         accuracy, tokens = teacher_quality(run_dir, mode)
         runs[name] = {"title": title, "rows": variant_rows(root, name), "accuracy": accuracy, "tokens": tokens,
-                      "test_hash": file_hash(os.path.join(run_dir, "data", "test.jsonl"))}
+                      "test_hash": hash_of_test_set(run_dir)}
     return runs
 
 
