@@ -27,3 +27,11 @@ def test_bad_cells_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _parse(*argv)
     assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+
+
+def test_rationale_weights_parse_and_bad_ones_are_refused(capsys):
+    assert _parse().rationale_weights == [1.0] and _parse("--rationale_weights", "0.5,2").rationale_weights == [0.5, 2.0]
+    for bad in ("-1", "1,1", "half", ""):
+        with pytest.raises(SystemExit):
+            _parse("--rationale_weights", bad)
+        assert "distinct comma-separated" in capsys.readouterr().err

@@ -9,7 +9,6 @@ import argparse
 import shlex
 
 from t5x_sbs.cli import rationales as rationales_cli
-from t5x_sbs.data import arith
 from t5x_sbs.experiments import demo, tables
 from t5x_sbs.experiments.preparation import PreparationError
 from t5x_sbs.teacher import annotation
@@ -18,38 +17,38 @@ from t5x_sbs.user_errors import (OneLineArgumentParser, int_list, non_negative_f
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--out_dir", default="runs/demo", help="everything the demo writes")
-    add("--dataset", default="arith", help="arith (built in, generated) or a paper dataset, e.g. svamp")
-    add("--data_dir", default="", help="paper-layout data (../shared/data) for --dataset other than arith")
-    add("--teacher", default="scripted:arith", help="scripted:arith[,error_rate=R] | gemini:MODEL | replay:palm")
+    add, default = parser.add_argument, demo.DemoConfig()  # the defaults live in DemoConfig
+    add("--out_dir", default=default.out_dir, help="everything the demo writes")
+    add("--dataset", default=default.dataset, help="arith (built in, generated) or a paper dataset, e.g. svamp")
+    add("--data_dir", default=default.data_dir, help="paper-layout data (../shared/data) for --dataset other than arith")
+    add("--teacher", default=default.teacher, help="scripted:arith[,error_rate=R] | gemini:MODEL | replay:palm")
     add("--teacher_args", default="", help="extra flags for `t5x-sbs rationales` (e.g. '--rpm 60')")
-    add("--samples_mode", choices=("first", "vote", "all"), default="first",
+    add("--samples_mode", choices=("first", "vote", "all"), default=default.samples_mode,
         help="how the students read several teacher samples per example (--teacher_args '--samples 5'): "
              "first (the lowest), vote (majority label, its distinct agreeing rationales) or all")
     add("--methods", default=",".join(demo.DEMO_METHODS), help=f"comma-separated, from {list(tables.METHODS)}")
-    add("--model_gin", default="configs/demo_student.gin")
+    add("--model_gin", default=default.model_gin)
     add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
     add("--spm_path", default="", help="SentencePiece model (default: trained on the task text)")
-    add("--vocab_size", type=positive_int, default=400)
-    add("--train_steps", type=positive_int, default=1000, help="at most this many steps per student (early stopping ends most sooner)")
-    add("--batch_size", type=positive_int, default=16)
-    add("--eval_every", type=positive_int, default=150, help="validation decode (and checkpoint) interval")
-    add("--learning_rate", type=positive_float, default=5e-3)
-    add("--rationale_weight", type=non_negative_float, default=1.0)
-    add("--inputs_length", type=positive_int, default=128)
-    add("--targets_length", type=positive_int, default=32)
-    add("--seed", type=int, default=0)
-    add("--train_size", type=positive_int, default=arith.DEFAULT_SIZES["train"])
-    add("--eval_size", type=positive_int, default=arith.DEFAULT_SIZES["test"], help="test examples (validation: 60%%)")
-    add("--seeds", type=int_list, default="0,1,2", help="comma-separated student seeds (each method trains once per seed)")
-    add("--early_stopping_patience", type=positive_int, default=2,
+    add("--vocab_size", type=positive_int, default=default.vocab_size)
+    add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student (early stopping ends most sooner)")
+    add("--batch_size", type=positive_int, default=default.batch_size)
+    add("--eval_every", type=positive_int, default=default.eval_every, help="validation decode (and checkpoint) interval")
+    add("--learning_rate", type=positive_float, default=default.learning_rate)
+    add("--rationale_weight", type=non_negative_float, default=default.rationale_weight)
+    add("--inputs_length", type=positive_int, default=default.inputs_length)
+    add("--targets_length", type=positive_int, default=default.targets_length)
+    add("--seed", type=int, default=default.seed)
+    add("--train_size", type=positive_int, default=default.train_size)
+    add("--eval_size", type=positive_int, default=default.eval_size, help="test examples (validation: 60%%)")
+    add("--seeds", type=int_list, default=",".join(map(str, default.seeds)), help="comma-separated student seeds (each method trains once per seed)")
+    add("--early_stopping_patience", type=positive_int, default=default.early_stopping_patience,
         help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
-    add("--pretrain_steps", type=non_negative_int, default=demo.DemoConfig.pretrain_steps, help="span-corruption steps of the student (0: from scratch)")
-    add("--pretrain_batch_size", type=positive_int, default=32)
-    add("--pretrain_corpus", choices=("shared", "task"), default="shared",
+    add("--pretrain_steps", type=non_negative_int, default=default.pretrain_steps, help="span-corruption steps of the student (0: from scratch)")
+    add("--pretrain_batch_size", type=positive_int, default=default.pretrain_batch_size)
+    add("--pretrain_corpus", choices=("shared", "task"), default=default.pretrain_corpus,
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
-    add("--pretrain_dir", default="runs/pretrained", help="pretrained students, one per settings hash (reused)")
+    add("--pretrain_dir", default=default.pretrain_dir, help="pretrained students, one per settings hash (reused)")
     add("--quick", action="store_true", help=(
         "a smaller version: 600 train / 200 test problems, students of at most 300 steps "
         "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "

@@ -1,12 +1,12 @@
 """`python -m t5x_sbs.experiments.demo_axes`: more students from a finished demo (`experiments.demo_axes`).
 
-Bad cells (`--fractions`, `--methods`, `--seeds`) are refused when parsed, before any training.
+Bad cells (`--fractions`, `--methods`, `--rationale_weights`, `--seeds`) are refused when parsed, before any training.
 """
 from __future__ import annotations
 
 import argparse
 
-from t5x_sbs.experiments import demo_axes, tables
+from t5x_sbs.experiments import axes_report, demo_axes, tables
 from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.user_errors import int_list, positive_int
 
@@ -18,6 +18,16 @@ def fractions(text: str) -> list[float]:
         values = []
     if not values or not all(0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError(f"must be comma-separated fractions in (0, 1], e.g. 0.5,0.25; got {text!r}")
+    return values
+
+
+def weights(text: str) -> list[float]:
+    try:
+        values = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"must be distinct comma-separated λ ≥ 0, e.g. 0.5,1,2; got {text!r}")
     return values
 
 
@@ -39,16 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated METHOD or METHOD@LOSS_MODE")
     add("--fractions", type=fractions, default="0.5,0.25", help="comma-separated fractions of the train examples (nested)")
     add("--seeds", type=int_list, default="0,1,2")
-    add("--train_steps", type=positive_int, default=1000)
-    add("--early_stopping_patience", type=positive_int, default=2)
-    add("--rows", default="runs/data_axis/rows.jsonl")
+    default = demo_axes.AxesConfig()
+    add("--rationale_weights", type=weights, default=",".join(f"{w:g}" for w in default.rationale_weights),
+        help="comma-separated λ for the step-by-step methods (standard methods train once)")
+    add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student")
+    add("--early_stopping_patience", type=positive_int, default=default.early_stopping_patience)
+    add("--rows", default=default.rows)
+    add("--report", action="store_true",
+        help="train nothing: print the demo's and the rows' table with paired differences")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report:
+        try:
+            print(axes_report.report(args.out_dir, args.rows))
+        except FileNotFoundError as e:  # not a finished demo
+            raise SystemExit(f"demo_axes --report: {e}") from None
+        return 0
     axes = demo_axes.AxesConfig(
         out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
-        seeds=tuple(int(s) for s in args.seeds.split(",")), train_steps=args.train_steps,
-        early_stopping_patience=args.early_stopping_patience, rows=args.rows)
+        seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
+        train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows)
     try:
         student = demo_axes.find_student(args.pretrained)
     except ValueError as e:

@@ -1,4 +1,4 @@
-"""More students from a finished `t5x-sbs demo`: other data fractions, budgets or loss modes.
+"""More students from a finished `t5x-sbs demo`: other data fractions, λ, budgets or loss modes.
 
 Reuses the demo's data, teacher store and pretrained student (`--out_dir`, `--pretrained`), so
 the rows are comparable with the demo's own (same test questions, same starting point), and
@@ -7,8 +7,10 @@ appends one JSON row per student (with per-question correctness) to `--rows`:
     python -m t5x_sbs.experiments.demo_axes --methods sbs_teacher,standard_finetune \
         --fractions 0.5,0.25 --seeds 0,1,2 --rows runs/data_axis/rows.jsonl
     python -m t5x_sbs.experiments.demo_axes --methods sbs_teacher@shared_encoder --fractions 1 ...
+    python -m t5x_sbs.experiments.demo_axes --methods sbs_gold --fractions 1 --rationale_weights 0.5,2
 
 `METHOD@LOSS_MODE` trains a method with another loss mode. Rows already in `--rows` are skipped.
+`--report` prints the rows' table and paired differences (`experiments.axes_report`).
 The flags are `t5x_sbs.cli.demo_axes`'s; this module is the behaviour.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import runpy
 
-from t5x_sbs.experiments import demo, preparation, pretrained, runner
+from t5x_sbs.experiments import demo, preparation, pretrained, runner, tables
 from t5x_sbs.experiments.preparation import Say, say_line
 
 
@@ -31,15 +33,29 @@ class AxesConfig:
     methods: tuple[str, ...] = ("sbs_teacher", "standard_finetune")  # METHOD or METHOD@LOSS_MODE
     fractions: tuple[float, ...] = (0.5, 0.25)      # of the train examples (nested)
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_steps: int = 1000
-    early_stopping_patience: int = 2
+    rationale_weights: tuple[float, ...] = (demo.DemoConfig.rationale_weight,)  # λ (standard methods: ignored)
+    train_steps: int = demo.DemoConfig.train_steps
+    early_stopping_patience: int = demo.DemoConfig.early_stopping_patience
     rows: str = "runs/data_axis/rows.jsonl"
 
-    @property
-    def demo(self) -> demo.DemoConfig:
+    def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
-        return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps,
+        return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps, rationale_weight=rationale_weight,
                                early_stopping_patience=self.early_stopping_patience)
+
+    def cells(self) -> list[tuple[str, float, float, int]]:
+        """(method, fraction, λ, seed) of every student asked for; a standard method once per
+        (fraction, seed), with λ 0 (it has no rationale loss; the demo's rows say 0 too)."""
+        out = []
+        for fraction in self.fractions:
+            for method_mode in self.methods:
+                weights = (0.0,) if is_standard(method_mode) else self.rationale_weights
+                out += [(method_mode, fraction, weight, seed) for weight in weights for seed in self.seeds]
+        return out
+
+
+def is_standard(method_mode: str) -> bool:
+    return tables.METHODS[method_mode.partition("@")[0]][0] == "standard"
 
 
 def find_student(path: str) -> demo.Student:
@@ -53,40 +69,54 @@ def find_student(path: str) -> demo.Student:
     return demo.Student(os.path.join(path, "model"), pretrained.vocab_rows(spm), spm)
 
 
-def done_cells(rows_path: str) -> set[tuple]:
+def read_rows(rows_path: str) -> list[dict]:
     if not os.path.isfile(rows_path):
-        return set()
+        return []
     with open(rows_path, encoding="utf-8") as f:
-        return {(r["method"], r["fraction"], r["seed"]) for r in map(json.loads, f)}
+        return [json.loads(line) for line in f if line.strip()]
 
 
-def train_cell(axes: AxesConfig, method_mode: str, fraction: float, seed: int, student: demo.Student,
+def cell_of(row: dict) -> tuple[str, float, float, int]:
+    # rows written before the λ axis were trained at the demo's λ
+    default = 0.0 if is_standard(row["method"]) else demo.DemoConfig.rationale_weight
+    return row["method"], row["fraction"], row.get("rationale_weight", default), row["seed"]
+
+
+def cell_dir(rows_path: str, method_mode: str, fraction: float, rationale_weight: float, seed: int) -> str:
+    # the demo's λ (and any standard method) keeps the folder names rows before the λ axis used
+    plain = is_standard(method_mode) or rationale_weight == demo.DemoConfig.rationale_weight
+    weight = "" if plain else f"_lambda{rationale_weight:g}"
+    return os.path.join(os.path.dirname(rows_path), f"{method_mode.replace('@', '_')}_frac{fraction}{weight}_seed{seed}")
+
+
+def train_cell(axes: AxesConfig, cell: tuple[str, float, float, int], student: demo.Student,
                bindings: tuple[str, ...]) -> dict:
+    method_mode, fraction, rationale_weight, seed = cell
     method, _, loss_mode = method_mode.partition("@")
-    spec = demo.student_spec(axes.demo, method, seed, student.spm_path, os.path.join(axes.out_dir, "data"),
-                             bindings, student)
-    model_dir = os.path.join(os.path.dirname(axes.rows), f"{method_mode.replace('@', '_')}_frac{fraction}_seed{seed}")
-    spec = dataclasses.replace(spec, fraction=fraction, model_dir=model_dir, loss_mode=loss_mode or spec.loss_mode)
-    return {"method": method_mode, "fraction": fraction, "seed": seed, **runner.train_and_score(spec)}
+    spec = demo.student_spec(axes.demo(rationale_weight), method, seed, student.spm_path,
+                             os.path.join(axes.out_dir, "data"), bindings, student)
+    spec = dataclasses.replace(spec, fraction=fraction, model_dir=cell_dir(axes.rows, *cell),
+                               loss_mode=loss_mode or spec.loss_mode)
+    return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed,
+            **runner.train_and_score(spec)}
 
 
 def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> None:
-    """Trains every (fraction, method, seed) not yet in `axes.rows`, appending a row after each."""
-    data = axes.demo.data
+    """Trains every (method, fraction, λ, seed) not yet in `axes.rows`, appending a row after each."""
+    data = axes.demo().data
     bindings = preparation.register(data, os.path.join(axes.out_dir, "data"), data.store)
-    done = done_cells(axes.rows)
+    done = {cell_of(row) for row in read_rows(axes.rows)}
     runner.enable_compilation_cache(os.path.join(axes.out_dir, "jax_cache"))
     os.makedirs(os.path.dirname(os.path.abspath(axes.rows)), exist_ok=True)
-    for fraction in axes.fractions:
-        for method_mode in axes.methods:
-            for seed in axes.seeds:
-                if (method_mode, fraction, seed) in done:
-                    continue
-                row = train_cell(axes, method_mode, fraction, seed, student, bindings)
-                with open(axes.rows, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                say(f"{method_mode} {fraction:g} seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
-                    f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}%")
+    for cell in axes.cells():
+        if cell in done:
+            continue
+        row = train_cell(axes, cell, student, bindings)
+        with open(axes.rows, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        method_mode, fraction, rationale_weight, seed = cell
+        say(f"{method_mode} {fraction:g} λ {rationale_weight:g} seed {seed}: {row['steps_run']} steps "
+            f"(best {row['best_step']}), validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""`demo_axes` cells and `--report`: which students an axis asks for, and how its rows are paired."""
+import json
+
+import numpy as np
+import pytest
+
+from t5x_sbs.cli import demo_axes as demo_axes_cli
+from t5x_sbs.experiments import axes_report, demo_axes, stats
+
+
+def test_cells_train_a_standard_method_once_per_fraction_and_seed():
+    axes = demo_axes.AxesConfig(methods=("sbs_gold", "standard_finetune"), fractions=(0.5,), seeds=(0, 1),
+                                rationale_weights=(0.5, 2.0))
+    assert axes.cells() == [("sbs_gold", 0.5, 0.5, 0), ("sbs_gold", 0.5, 0.5, 1), ("sbs_gold", 0.5, 2.0, 0),
+                            ("sbs_gold", 0.5, 2.0, 1), ("standard_finetune", 0.5, 0.0, 0),
+                            ("standard_finetune", 0.5, 0.0, 1)]
+    # the demo's λ keeps the folder names of rows written before the λ axis; other λ get their own
+    assert demo_axes.cell_dir("r/rows.jsonl", "sbs_gold", 0.5, 1.0, 0) == "r/sbs_gold_frac0.5_seed0"
+    assert demo_axes.cell_dir("r/rows.jsonl", "sbs_gold", 0.5, 0.0, 0) == "r/sbs_gold_frac0.5_lambda0_seed0"
+    assert demo_axes.cell_dir("r/rows.jsonl", "standard_finetune", 0.5, 0.0, 0) == "r/standard_finetune_frac0.5_seed0"
+    # a row from before the λ axis is the demo's λ (standard methods: 0), so it is not trained again
+    assert demo_axes.cell_of({"method": "sbs_gold", "fraction": 0.5, "seed": 1}) == ("sbs_gold", 0.5, 1.0, 1)
+    assert demo_axes.cell_of({"method": "standard_finetune", "fraction": 0.5, "seed": 1})[2] == 0.0
+
+
+def _row(method, seed, correct, fraction=None, weight=None):
+    row = {"method": method, "seed": seed, "test_correct": correct, "test_accuracy": float(np.mean(correct))}
+    row.update({"fraction": fraction} if fraction is not None else {})
+    return row | ({"rationale_weight": weight} if weight is not None else {})
+
+
+def test_report_pairs_like_labels_across_fractions_and_lambda(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    answers = lambda p: rng.random(200) < p  # noqa: E731
+    demo_rows = [_row("standard_finetune", s, answers(0.4).tolist(), 1.0, 0.0) for s in range(3)]
+    demo_rows += [_row("sbs_gold", s, answers(0.6).tolist(), 1.0, 1.0) for s in range(3)]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": demo_rows}))
+    axes_rows = [_row("sbs_gold", s, answers(0.5).tolist(), 0.5) for s in range(3)]  # before the λ axis: λ 1
+    axes_rows += [_row("sbs_gold", s, answers(0.6).tolist(), 1.0, 2.0) for s in range(2)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in axes_rows))
+
+    by_group = axes_report.groups(axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl")))
+    assert {g: len(rows) for g, rows in by_group.items()} == {
+        ("standard_finetune", 1.0, 0.0): 3, ("sbs_gold", 1.0, 1.0): 3, ("sbs_gold", 0.5, 1.0): 3, ("sbs_gold", 1.0, 2.0): 2}
+    found = dict(axes_report.comparisons(by_group))
+    assert set(found) == {"sbs_gold 100 % λ 1 − standard_finetune 100 %", "sbs_gold 50 % λ 1 − standard_finetune 100 %",
+                          "sbs_gold 100 % λ 2 − standard_finetune 100 %", "sbs_gold 100 % λ 2 − λ 1"}
+    half = found["sbs_gold 50 % λ 1 − standard_finetune 100 %"]
+    expected = stats.paired_bootstrap(np.array([r["test_correct"] for r in axes_rows[:3]]),
+                                      np.array([r["test_correct"] for r in demo_rows[:3]]))
+    assert half == expected and half.seeds == (3, 3) and half.low > 0  # 0.5 vs 0.4 on 200 questions x 3 seeds
+
+    assert demo_axes_cli.main(["--out_dir", str(tmp_path), "--rows", str(tmp_path / "rows.jsonl"), "--report"]) == 0
+    printed = capsys.readouterr().out
+    assert "| method | λ | 100 % data | 50 % data |" in printed and "(n=2)" in printed
+    assert str(half) in printed
+
+
+def test_report_without_the_demo_names_the_missing_file(tmp_path):
+    with pytest.raises(SystemExit, match="demo_axes --report: .*results.json"):
+        demo_axes_cli.main(["--out_dir", str(tmp_path), "--report"])
