@@ -72,3 +72,20 @@ def test_the_pretrained_vocabulary_spells_every_digit(tmp_path):
     for text in ["0", "7", "12", "8 + 9 = 17.", "x = (4 * 5) / 2"]:
         assert sp.unk_id() not in sp.encode(text), text
         assert sp.decode(sp.encode(text)) == text
+
+
+def test_split_inputs_build_each_split_once_and_score_with_the_target_text(digits_1_to_6, monkeypatch):
+    """Validation runs every EVAL_EVERY steps on the same split: its batches and texts are built once."""
+    rows, _ = digits_1_to_6
+    built = []
+    for name in ("eval_batches", "eval_target_texts"):
+        real = getattr(input_pipeline, name)
+        monkeypatch.setattr(input_pipeline, name, lambda *a, _real=real, _name=name, **k: built.append(_name) or _real(*a, **k))
+    inputs = evaluation.SplitInputs("digits16_label_gold", "validation", LENGTHS, 16, max_batches=2)
+    first = inputs.batches("digits16_label_gold")
+    assert inputs.batches("digits16_label_gold") is first and len(first) == 2 and first[0]["encoder_input_tokens"].shape == (16, 32)
+    predictions = [{"prediction": r["answer"], "target": "?"} for r in rows[:32]]  # max_batches 2 x 16 rows
+    for _ in range(2):
+        scored = inputs.scored_predictions(predictions)
+        assert [p["target"] for p in scored] == [r["answer"] for r in rows[:32]]
+    assert built == ["eval_batches", "eval_target_texts"]

@@ -100,6 +100,10 @@ def predict(trainer, part, params, batches, vocabulary, max_decode_length: int) 
 def with_gold_targets(predictions: list[dict], task_name: str, split: str, max_rows: int | None) -> list[dict]:
     """Predictions whose `target` is the task's target text (not the decoded target tokens)."""
     texts = input_pipeline.eval_target_texts(task_name, split, max_rows=max_rows) if predictions else None
+    return with_target_texts(predictions, texts, task_name, split)
+
+
+def with_target_texts(predictions: list[dict], texts: list[str] | None, task_name: str, split: str) -> list[dict]:
     if texts is None:
         return predictions
     if len(texts) != len(predictions):
@@ -118,18 +122,41 @@ def decode_metrics(task_name: str, predictions: list[dict]) -> dict[str, float]:
     return scores
 
 
-def split_scores(trainer, part, params, mixture: str, split: str, lengths, batch_size: int, *,
-                 max_batches: int | None, decode: bool = True) -> dict[str, float]:
+class SplitInputs:
+    """One split's padded eval batches (of the mixture, and of its label task for decoding) and
+    gold target texts. Each is built on first use and kept: a run validates on the same split
+    every EVAL_EVERY steps, and each build is a tf.data pass over the split (seconds per decode)."""
+
+    def __init__(self, mixture: str, split: str, lengths, batch_size: int, max_batches: int | None):
+        self.mixture, self.split, self.lengths = mixture, split, lengths
+        self.batch_size, self.max_batches = batch_size, max_batches
+        self.label_task = label_task_name(mixture)
+        self._kept: dict[tuple[str, str], object] = {}
+
+    def _once(self, what: str, name: str, make):
+        if (what, name) not in self._kept:
+            self._kept[(what, name)] = make()
+        return self._kept[(what, name)]
+
+    def batches(self, name: str) -> list[dict]:
+        return self._once("batches", name, lambda: eval_batches(name, self.split, self.lengths, self.batch_size,
+                                                                  self.max_batches))
+
+    def scored_predictions(self, predictions: list[dict]) -> list[dict]:
+        """`predictions` of the label task's batches, with the task's target text as `target`."""
+        max_rows = self.max_batches and self.max_batches * self.batch_size
+        texts = self._once("texts", self.label_task, lambda: input_pipeline.eval_target_texts(
+            self.label_task, self.split, max_rows=max_rows) if predictions else None)
+        return with_target_texts(predictions, texts, self.label_task, self.split)
+
+
+def split_scores(trainer, part, params, inputs: SplitInputs, *, decode: bool = True) -> dict[str, float]:
     """Teacher-forced per-task loss on the mixture's split, plus the label task's decode metrics."""
-    scores = teacher_forced_loss(trainer, part, params, eval_batches(mixture, split, lengths, batch_size, max_batches))
-    if decode:
-        task = label_task_name(mixture)
-        if has_metrics(task):
-            batches = eval_batches(task, split, lengths, batch_size, max_batches)
-            vocab = seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
-            preds = predict(trainer, part, params, batches, vocab, lengths["targets"])
-            preds = with_gold_targets(preds, task, split, max_batches and max_batches * batch_size)
-            scores.update(decode_metrics(task, preds))
+    scores = teacher_forced_loss(trainer, part, params, inputs.batches(inputs.mixture))
+    if decode and has_metrics(inputs.label_task):
+        vocab = seqio.get_mixture_or_task(inputs.label_task).output_features["targets"].vocabulary
+        preds = predict(trainer, part, params, inputs.batches(inputs.label_task), vocab, inputs.lengths["targets"])
+        scores.update(decode_metrics(inputs.label_task, inputs.scored_predictions(preds)))
     return scores
 
 
@@ -219,8 +246,8 @@ def run_mode(mode: str, configs: TrainConfigs, cfg: EvalConfig) -> int:
         print(f"wrote {len(preds)} predictions to {path}")
         return 0
     results = {"checkpoint": source, "step": int(params_state.step), "split": cfg.split,
-               **split_scores(trainer, part, params, run.mixture_or_task_name, cfg.split,
-                              run.task_feature_lengths, run.batch_size, max_batches=cfg.max_batches)}
+               **split_scores(trainer, part, params, SplitInputs(run.mixture_or_task_name, cfg.split,
+                                                                 run.task_feature_lengths, run.batch_size, cfg.max_batches))}
     if jax.process_index() == 0:
         with open(os.path.join(run.model_dir, f"eval_{cfg.split}.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -66,6 +66,8 @@ class _Evaluator:
     def __init__(self, run: RunConfig, trainer, part, manager, logger):
         self.run, self.trainer, self.part, self.manager, self.logger = run, trainer, part, manager, logger
         self.metric, self.mode = evaluation.selection_metric(run.mixture_or_task_name)
+        self.validation = evaluation.SplitInputs(run.mixture_or_task_name, "validation", run.task_feature_lengths,
+                                                 run.batch_size, run.eval_batches)
         kept = manager.best_step() is not None and checkpoints.read_json_item(
             os.path.join(run.model_dir, checkpoints.BEST_DIR, str(manager.best_step())), checkpoints.METRICS_ITEM)
         # A resumed run judges improvement against the kept best (its patience count restarts).
@@ -78,13 +80,10 @@ class _Evaluator:
         return step % self.run.interval("infer") == 0 or step == self.run.train_steps
 
     def maybe_evaluate(self, step: int, state) -> None:
-        run = self.run
-        decode = self._decodes(step)
         if not self.due(step):
             return
-        scores = evaluation.split_scores(self.trainer, self.part, state.params, run.mixture_or_task_name,
-                                         "validation", run.task_feature_lengths, run.batch_size,
-                                         max_batches=run.eval_batches, decode=decode)
+        decode = self._decodes(step)
+        scores = evaluation.split_scores(self.trainer, self.part, state.params, self.validation, decode=decode)
         if not scores:
             return
         self.logger.write(step, scores, prefix="validation/")
@@ -113,9 +112,9 @@ class _Evaluator:
             log.warning("no best checkpoint (no validation split?): no test evaluation")
             return None
         best, _ = self.manager.restore_best(self.trainer.abstract_state())
-        scores = evaluation.split_scores(self.trainer, self.part, best.params, self.run.mixture_or_task_name,
-                                         "test", self.run.task_feature_lengths, self.run.batch_size,
-                                         max_batches=self.run.test_batches)
+        test = evaluation.SplitInputs(self.run.mixture_or_task_name, "test", self.run.task_feature_lengths,
+                                      self.run.batch_size, self.run.test_batches)
+        scores = evaluation.split_scores(self.trainer, self.part, best.params, test)
         if not scores:
             return None
         result = {"best_step": int(best.step), "selected_by": f"validation/{self.metric}",
