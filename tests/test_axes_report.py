@@ -23,8 +23,9 @@ def test_cells_train_a_standard_method_once_per_fraction_and_seed():
     assert demo_axes.cell_of({"method": "standard_finetune", "fraction": 0.5, "seed": 1})[2] == 0.0
 
 
-def _row(method, seed, correct, fraction=None, weight=None):
-    row = {"method": method, "seed": seed, "test_correct": correct, "test_accuracy": float(np.mean(correct))}
+def _row(method, seed, correct, fraction=None, weight=None, patience=2):
+    row = {"method": method, "seed": seed, "test_correct": correct, "test_accuracy": float(np.mean(correct)),
+           "train_steps": 2000, "patience": patience}
     row.update({"fraction": fraction} if fraction is not None else {})
     return row | ({"rationale_weight": weight} if weight is not None else {})
 
@@ -37,22 +38,29 @@ def test_report_pairs_like_labels_across_fractions_and_lambda(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"rows": demo_rows}))
     axes_rows = [_row("sbs_gold", s, answers(0.5).tolist(), 0.5) for s in range(3)]  # before the λ axis: λ 1
     axes_rows += [_row("sbs_gold", s, answers(0.6).tolist(), 1.0, 2.0) for s in range(2)]
+    axes_rows += [_row("sbs_gold", 0, answers(0.7).tolist(), 1.0, 1.0, patience=4)]  # another budget: its own group
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in axes_rows))
 
     by_group = axes_report.groups(axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl")))
-    assert {g: len(rows) for g, rows in by_group.items()} == {
-        ("standard_finetune", 1.0, 0.0): 3, ("sbs_gold", 1.0, 1.0): 3, ("sbs_gold", 0.5, 1.0): 3, ("sbs_gold", 1.0, 2.0): 2}
+    two, four = "≤ 2000 steps, patience 2", "≤ 2000 steps, patience 4"
+    assert {tuple(g): len(rows) for g, rows in by_group.items()} == {
+        ("standard_finetune", 1.0, 0.0, two): 3, ("sbs_gold", 1.0, 1.0, two): 3, ("sbs_gold", 0.5, 1.0, two): 3,
+        ("sbs_gold", 1.0, 2.0, two): 2, ("sbs_gold", 1.0, 1.0, four): 1}
     found = dict(axes_report.comparisons(by_group))
-    assert set(found) == {"sbs_gold 100 % λ 1 − standard_finetune 100 %", "sbs_gold 50 % λ 1 − standard_finetune 100 %",
-                          "sbs_gold 100 % λ 2 − standard_finetune 100 %", "sbs_gold 100 % λ 2 − λ 1"}
-    half = found["sbs_gold 50 % λ 1 − standard_finetune 100 %"]
+    # the patience-4 student has no standard method on its budget: it is in the table, paired with nothing
+    assert set(found) == {f"sbs_gold 100 % λ 1 ({two}) − standard_finetune 100 %",
+                          f"sbs_gold 50 % λ 1 ({two}) − standard_finetune 100 %",
+                          f"sbs_gold 100 % λ 2 ({two}) − standard_finetune 100 %", f"sbs_gold 100 % λ 2 ({two}) − λ 1"}
+    half = found[f"sbs_gold 50 % λ 1 ({two}) − standard_finetune 100 %"]
     expected = stats.paired_bootstrap(np.array([r["test_correct"] for r in axes_rows[:3]]),
                                       np.array([r["test_correct"] for r in demo_rows[:3]]))
     assert half == expected and half.seeds == (3, 3) and half.low > 0  # 0.5 vs 0.4 on 200 questions x 3 seeds
 
     assert demo_axes_cli.main(["--out_dir", str(tmp_path), "--rows", str(tmp_path / "rows.jsonl"), "--report"]) == 0
     printed = capsys.readouterr().out
-    assert "| method | λ | 100 % data | 50 % data |" in printed and "(n=2)" in printed
+    assert "| method | λ | budget | 100 % data | 50 % data |" in printed and "(n=2)" in printed
+    patience_4 = f"| Distilling step-by-step (gold labels + teacher rationales) | 1 | {four} | "
+    assert printed.count(patience_4) == 1 and "(n=1) | – |" in printed.split(patience_4)[1].splitlines()[0]
     assert str(half) in printed
 
 

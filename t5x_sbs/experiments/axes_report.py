@@ -7,7 +7,8 @@ labels* (gold: finetuning, teacher: distillation):
 - at 100 % data, for fractions below it (the paper's "step-by-step on less data matches
   finetuning on all of it");
 - against the demo's λ at the same fraction, for every other λ.
-Nothing here selects on test: each student's test answers are those of its validation-selected
+Only students trained on the same budget (step cap and early-stopping patience) are grouped or
+paired: a longer budget is another row of the table. Nothing here selects on test: each student's test answers are those of its validation-selected
 checkpoint, and groups are compared as trained.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,7 +24,17 @@ from t5x_sbs.experiments import demo, demo_axes, stats, tables
 
 # step-by-step method -> the standard method trained on the same labels
 SAME_LABELS = {"sbs_gold": "standard_finetune", "sbs_teacher": "standard_distill"}
-Group = tuple[str, float, float]  # (method, fraction, λ); standard methods have λ 0
+
+
+class Group(NamedTuple):
+    method: str
+    fraction: float
+    weight: float   # λ; standard methods have 0
+    budget: str     # step cap and early-stopping patience
+
+
+def budget(row: dict) -> str:
+    return f"≤ {row['train_steps']} steps, patience {row['patience']}"
 
 
 def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
@@ -38,23 +50,24 @@ def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
 def groups(rows: list[dict]) -> dict[Group, list[dict]]:
     out: dict[Group, list[dict]] = defaultdict(list)
     for row in rows:
-        out[(row["method"], float(row["fraction"]), float(row["rationale_weight"]))].append(row)
+        out[Group(row["method"], float(row["fraction"]), float(row["rationale_weight"]), budget(row))].append(row)
     return dict(out)
 
 
 def table(by_group: dict[Group, list[dict]]) -> str:
-    """Methods (and λ) down, data fractions across: test accuracy %, mean ± 95 % CI (n seeds)."""
-    fractions = sorted({f for _, f, _ in by_group}, reverse=True)
-    lines = ["| method | λ | " + " | ".join(f"{100 * f:g} % data" for f in fractions) + " |",
-             "|---|---:|" + "---:|" * len(fractions)]
-    for method, weight in sorted({(m, w) for m, _, w in by_group}, key=lambda mw: (_rank(mw[0]), mw[1])):
+    """Methods (λ, budget) down, data fractions across: test accuracy %, mean ± 95 % CI (n seeds)."""
+    fractions = sorted({g.fraction for g in by_group}, reverse=True)
+    lines = ["| method | λ | budget | " + " | ".join(f"{100 * f:g} % data" for f in fractions) + " |",
+             "|---|---:|---|" + "---:|" * len(fractions)]
+    kinds = sorted({(g.method, g.weight, g.budget) for g in by_group}, key=lambda k: (k[2], _rank(k[0]), k[1]))
+    for method, weight, spent in kinds:
         cells = []
         for fraction in fractions:
-            chosen = by_group.get((method, fraction, weight), [])
+            chosen = by_group.get(Group(method, fraction, weight, spent), [])
             interval = stats.mean_ci([r["test_accuracy"] for r in chosen]) if chosen else None
             cells.append(f"{interval} (n={len(chosen)})" if interval else "–")
         title = tables.METHOD_TITLES.get(method, method)
-        lines.append(f"| {title} | {f'{weight:g}' if weight else '–'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {title} | {f'{weight:g}' if weight else '–'} | {spent} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -67,16 +80,17 @@ def comparisons(by_group: dict[Group, list[dict]]) -> list[tuple[str, stats.Pair
     """(what, a − b) for every pair the module docstring lists whose two groups exist."""
     demo_weight = demo.DemoConfig.rationale_weight
     pairs = []
-    for (method, fraction, weight) in sorted(by_group, key=lambda g: (_rank(g[0]), -g[1], g[2])):
-        standard = SAME_LABELS.get(method.partition("@")[0])
+    several_budgets = len({g.budget for g in by_group}) > 1
+    for g in sorted(by_group, key=lambda g: (g.budget, _rank(g.method), -g.fraction, g.weight)):
+        standard = SAME_LABELS.get(g.method.partition("@")[0])
         if standard is None:
             continue
-        name = f"{method} {100 * fraction:g} % λ {weight:g}"
-        pairs.append((f"{name} − {standard} {100 * fraction:g} %", (method, fraction, weight), (standard, fraction, 0.0)))
-        if fraction < 1:
-            pairs.append((f"{name} − {standard} 100 %", (method, fraction, weight), (standard, 1.0, 0.0)))
-        if weight != demo_weight:
-            pairs.append((f"{name} − λ {demo_weight:g}", (method, fraction, weight), (method, fraction, demo_weight)))
+        name = f"{g.method} {100 * g.fraction:g} % λ {g.weight:g}" + (f" ({g.budget})" if several_budgets else "")
+        pairs.append((f"{name} − {standard} {100 * g.fraction:g} %", g, Group(standard, g.fraction, 0.0, g.budget)))
+        if g.fraction < 1:
+            pairs.append((f"{name} − {standard} 100 %", g, Group(standard, 1.0, 0.0, g.budget)))
+        if g.weight != demo_weight:
+            pairs.append((f"{name} − λ {demo_weight:g}", g, g._replace(weight=demo_weight)))
     return [(what, paired(by_group[a], by_group[b])) for what, a, b in pairs if a in by_group and b in by_group]
 
 
