@@ -23,6 +23,15 @@ def test_cells_train_a_standard_method_once_per_fraction_and_seed():
     assert demo_axes.cell_of({"method": "standard_finetune", "fraction": 0.5, "seed": 1})[2] == 0.0
 
 
+def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
+    axes = demo_axes.AxesConfig(rows="runs/p4/rows.jsonl", train_steps=3000, early_stopping_patience=4)
+    same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
+    assert demo_axes.same_budget([same], axes) == [same]
+    with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
+                                         r"patience 2, not 3000, 4: give another --rows"):
+        demo_axes.same_budget([same, {**same, "seed": 1, "train_steps": 2000, "patience": 2}], axes)
+
+
 def _row(method, seed, correct, fraction=None, weight=None, patience=2):
     row = {"method": method, "seed": seed, "test_correct": correct, "test_accuracy": float(np.mean(correct)),
            "train_steps": 2000, "patience": patience}

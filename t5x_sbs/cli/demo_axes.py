@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         student = demo_axes.find_student(args.pretrained)
     except ValueError as e:
         raise SystemExit(f"demo_axes: {e}") from None
-    demo_axes.run_axes(axes, student)
+    try:
+        demo_axes.run_axes(axes, student)
+    except ValueError as e:  # a rows file of another budget
+        raise SystemExit(f"demo_axes: {e}") from None
     return 0
 
 

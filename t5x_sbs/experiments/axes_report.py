@@ -8,8 +8,9 @@ labels* (gold: finetuning, teacher: distillation):
   finetuning on all of it");
 - against the demo's λ at the same fraction, for every other λ.
 Only students trained on the same budget (step cap and early-stopping patience) are grouped or
-paired: a longer budget is another row of the table. Nothing here selects on test: each student's test answers are those of its validation-selected
-checkpoint, and groups are compared as trained.
+paired: a longer budget is another row of the table. Nothing here selects on test: each
+student's test answers are those of its validation-selected checkpoint, and groups are compared
+as trained.
 """
 from __future__ import annotations
 

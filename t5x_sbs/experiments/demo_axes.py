@@ -82,6 +82,17 @@ def cell_of(row: dict) -> tuple[str, float, float, int]:
     return row["method"], row["fraction"], row.get("rationale_weight", default), row["seed"]
 
 
+def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
+    """`rows`, refused (ValueError naming the file and line) when one was trained on another step
+    cap or patience: its cell would be skipped as done, and mixed with the new budget's."""
+    for line, row in enumerate(rows, 1):
+        if (row.get("train_steps"), row.get("patience")) != (axes.train_steps, axes.early_stopping_patience):
+            raise ValueError(f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with "
+                             f"train_steps {row.get('train_steps')}, patience {row.get('patience')}, not "
+                             f"{axes.train_steps}, {axes.early_stopping_patience}: give another --rows")
+    return rows
+
+
 def cell_dir(rows_path: str, method_mode: str, fraction: float, rationale_weight: float, seed: int) -> str:
     # the demo's λ (and any standard method) keeps the folder names rows before the λ axis used
     plain = is_standard(method_mode) or rationale_weight == demo.DemoConfig.rationale_weight
@@ -105,7 +116,7 @@ def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> No
     """Trains every (method, fraction, λ, seed) not yet in `axes.rows`, appending a row after each."""
     data = axes.demo().data
     bindings = preparation.register(data, os.path.join(axes.out_dir, "data"), data.store)
-    done = {cell_of(row) for row in read_rows(axes.rows)}
+    done = {cell_of(row) for row in same_budget(read_rows(axes.rows), axes)}
     runner.enable_compilation_cache(os.path.join(axes.out_dir, "jax_cache"))
     os.makedirs(os.path.dirname(os.path.abspath(axes.rows)), exist_ok=True)
     for cell in axes.cells():
