@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samples_mode", choices=("first", "vote", "all"), default=default.samples_mode,
         help="how the students read several teacher samples per example (--teacher_args '--samples 5'): "
              "first (the lowest), vote (majority label, its distinct agreeing rationales) or all")
-    add("--methods", default=",".join(demo.DEMO_METHODS), help=f"comma-separated, from {list(tables.METHODS)}")
+    add("--methods", default=",".join(default.methods), help=f"comma-separated, from {list(tables.METHODS)}")
     add("--model_gin", default=default.model_gin)
-    add("--initial_checkpoint", default="", help="pretrained checkpoint (ours or an HF dir): finetune it")
-    add("--spm_path", default="", help="SentencePiece model (default: trained on the task text)")
+    add("--initial_checkpoint", default=default.initial_checkpoint, help="pretrained checkpoint (ours or an HF dir): finetune it")
+    add("--spm_path", default=default.spm_path, help="SentencePiece model (default: trained on the task text)")
     add("--vocab_size", type=positive_int, default=default.vocab_size)
     add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student (early stopping ends most sooner)")
     add("--batch_size", type=positive_int, default=default.batch_size)

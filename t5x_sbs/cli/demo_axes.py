@@ -11,21 +11,23 @@ from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.user_errors import int_list, positive_int
 
 
-def fractions(text: str) -> list[float]:
+def _floats(text: str) -> list[float]:
+    """Comma-separated numbers, or [] when one is not a number (the caller names the flag's rule)."""
     try:
-        values = [float(f) for f in text.split(",") if f.strip()]
+        return [float(item) for item in text.split(",") if item.strip()]
     except ValueError:
-        values = []
+        return []
+
+
+def fractions(text: str) -> list[float]:
+    values = _floats(text)
     if not values or not all(0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError(f"must be comma-separated fractions in (0, 1], e.g. 0.5,0.25; got {text!r}")
     return values
 
 
 def weights(text: str) -> list[float]:
-    try:
-        values = [float(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        values = []
+    values = _floats(text)
     if not values or min(values) < 0 or len(set(values)) < len(values):
         raise argparse.ArgumentTypeError(f"must be distinct comma-separated λ ≥ 0, e.g. 0.5,1,2; got {text!r}")
     return values
@@ -42,14 +44,13 @@ def methods(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--out_dir", default="runs/demo", help="a finished demo (its data/ and teacher/)")
+    add, default = parser.add_argument, demo_axes.AxesConfig()  # the defaults live in AxesConfig
+    add("--out_dir", default=default.out_dir, help="a finished demo (its data/ and teacher/)")
     add("--pretrained", default="", help="its pretrained student dir (default: the only one under runs/pretrained)")
-    add("--methods", type=methods, default="sbs_teacher,standard_finetune",
-        help="comma-separated METHOD or METHOD@LOSS_MODE")
-    add("--fractions", type=fractions, default="0.5,0.25", help="comma-separated fractions of the train examples (nested)")
-    add("--seeds", type=int_list, default="0,1,2")
-    default = demo_axes.AxesConfig()
+    add("--methods", type=methods, default=",".join(default.methods), help="comma-separated METHOD or METHOD@LOSS_MODE")
+    add("--fractions", type=fractions, default=",".join(f"{f:g}" for f in default.fractions),
+        help="comma-separated fractions of the train examples (nested)")
+    add("--seeds", type=int_list, default=",".join(map(str, default.seeds)))
     add("--rationale_weights", type=weights, default=",".join(f"{w:g}" for w in default.rationale_weights),
         help="comma-separated λ for the step-by-step methods (standard methods train once)")
     add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student")

@@ -43,9 +43,8 @@ def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
     path = os.path.join(demo_dir, "results.json")
     with open(path, encoding="utf-8") as f:
         rows = json.load(f)["rows"]
-    if os.path.isfile(rows_path):
-        rows += [{**row, "rationale_weight": demo_axes.cell_of(row)[2]} for row in demo_axes.read_rows(rows_path)]
-    return [{**row, "rationale_weight": 0.0} if demo_axes.is_standard(row["method"]) else row for row in rows]
+    # the demo's rows give standard methods λ 0; cell_of reads the axes rows the same way
+    return rows + [{**row, "rationale_weight": demo_axes.cell_of(row)[2]} for row in demo_axes.read_rows(rows_path)]
 
 
 def groups(rows: list[dict]) -> dict[Group, list[dict]]:
