@@ -8,7 +8,8 @@ teacher flags differ. The commands (run one at a time; the sbs_teacher arm, 2 se
 pretraining steps to fit the shared 2-core machine's time budget):
 
     V=runs/teacher_variants; P=/work/main/runs/pretrained
-    C="--methods sbs_teacher --seeds 0,1 --pretrain_steps 1000 --pretrain_dir $P --train_steps 1000"  # the cap then
+    C="--methods sbs_teacher --seeds 0,1 --pretrain_steps 1000 --pretrain_dir $P --train_steps 1000 \
+       --early_stopping_patience 2 --jobs 1"  # the demo's cap, patience and one-at-a-time students then
     nice -n 10 t5x-sbs demo --out_dir $V/few_shot $C
     nice -n 10 t5x-sbs demo --out_dir $V/feedback2 $C --teacher_args "--feedback 2"
     nice -n 10 t5x-sbs demo --out_dir $V/vote5 $C --teacher_args "--samples 5" --samples_mode vote   # before 2b30594

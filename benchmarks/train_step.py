@@ -58,8 +58,8 @@ def synthetic_batch(batch: int, inputs: int, targets: int, vocab: int, seed: int
                                           targets, axis=1)}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def measure(args) -> dict:
+    """Compiles the real train step for `args` and times it: seconds per step and what they mean."""
     import gin
     import jax
 
@@ -87,13 +87,21 @@ def main(argv=None) -> int:
             state, metrics = trainer.train_step(state, batch, trainer.base_rng)
         jax.block_until_ready(metrics["loss"])
         seconds = (time.perf_counter() - t0) / args.steps
+    return {"seconds": seconds, "compile_s": compile_s, "loss": float(metrics["loss"]), "flops": flops, "peak": peak,
+            "hardware": hardware, "params": trainer.num_params(), "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    m = measure(args)
     tokens = args.batch * (args.inputs + args.targets)
-    mfu = flops / seconds / (jax.device_count() * peak)
-    print(f"model {args.gin_file} ({trainer.num_params() / 1e6:.1f}M params, {args.dtype} compute), "
-          f"batch {args.batch} x ({args.inputs} + {args.targets}) tokens, {jax.device_count()} x "
-          f"{jax.devices()[0].device_kind}, peak {peak:.3g} FLOP/s per device ({hardware})")
-    print(f"compile+warmup: {compile_s:.1f} s   step: {seconds * 1e3:.1f} ms   loss: {float(metrics['loss']):.3f}")
-    print(f"tokens/s: {tokens / seconds:.0f}   model FLOPs/step: {flops:.3g}   MFU: {mfu:.4f}")
+    mfu = m["flops"] / m["seconds"] / (m["devices"] * m["peak"])
+    print(f"model {args.gin_file} ({m['params'] / 1e6:.1f}M params, {args.dtype} compute), "
+          f"batch {args.batch} x ({args.inputs} + {args.targets}) tokens, {m['devices']} x "
+          f"{m['device_kind']}, peak {m['peak']:.3g} FLOP/s per device ({m['hardware']})")
+    print(f"compile+warmup: {m['compile_s']:.1f} s   step: {m['seconds'] * 1e3:.1f} ms   loss: {m['loss']:.3f}")
+    print(f"tokens/s: {tokens / m['seconds']:.0f}   model FLOPs/step: {m['flops']:.3g}   MFU: {mfu:.4f}")
     print(f"ratio: {mfu / GOAL_MFU:.4f}")
     return 0
 

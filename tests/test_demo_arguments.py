@@ -20,6 +20,7 @@ BAD = {
     "zero_learning_rate": (["--learning_rate", "0"], "argument --learning_rate: must be a finite number > 0, got 0"),
     "nan_weight": (["--rationale_weight", "nan"], "argument --rationale_weight: must be a finite number >= 0"),
     "negative_pretrain": (["--pretrain_steps", "-1"], "argument --pretrain_steps: must be an integer >= 0, got -1"),
+    "negative_jobs": (["--jobs", "-1"], "argument --jobs: must be an integer >= 0, got -1"),
 }
 
 
@@ -43,7 +44,8 @@ def test_demo_seeds_are_normalised(tmp_path):
     parser = OneLineArgumentParser()
     demo.add_arguments(parser)
     assert parser.parse_args(["--seeds", " 2, 0 ,"]).seeds == "2,0"
-    assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 2000
+    assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 3000
+    assert parser.parse_args([]).early_stopping_patience == 4 and parser.parse_args([]).jobs == 0
 
 
 @pytest.mark.parametrize("mode", ["first", "vote", "all"])

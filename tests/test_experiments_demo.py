@@ -32,14 +32,15 @@ TINY = ["--train_size", "96", "--eval_size", "24", "--train_steps", "4", "--eval
 
 def test_demo_end_to_end(tmp_path, capsys, caplog):
     """Pretrained student (span corruption on the task's text, 4 steps), 2 methods x 2 seeds to
-    early stopping (patience 1: a student that does not improve stops before its 6 steps)."""
+    early stopping (patience 1: a student that does not improve stops before its 6 steps), two
+    students at a time in pinned worker processes (`--jobs 2`, each logging to its train.log)."""
     from t5x_sbs.experiments import pretrained
 
     out, pretrain_dir = tmp_path / "demo", tmp_path / "pretrained"
     caplog.set_level(logging.INFO, logger="t5x_sbs.trainer.train_loop")
     argv = ["demo", "--out_dir", str(out), *TINY, "--train_steps", "6", "--seeds", "0,1", "--pretrain_steps", "4",
             "--pretrain_corpus", "task", "--pretrain_dir", str(pretrain_dir), "--early_stopping_patience", "1",
-            "--methods", "standard_finetune,sbs_teacher"]  # standard_distill: the svamp test below
+            "--methods", "standard_finetune,sbs_teacher", "--jobs", "2"]  # standard_distill: the svamp test below
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
@@ -51,8 +52,10 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
     # one pretrained student (its own MODEL_DIR and vocabulary); every student started from it
     (home,) = pretrain_dir.iterdir()
     assert (home / "spiece.model").is_file() and 4 in checkpoints.complete_steps(home / "model")
-    starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised from")]
-    assert starts == [f"initialised from {home / 'model'}"] * 4
+    assert "2 at a time" in printed
+    logs = list((out / "models").glob("*/train.log"))  # the workers' students log there, not here
+    assert len(logs) == 4 and all(f"initialised from {home / 'model'}" in p.read_text() for p in logs)
+    assert not [r for r in caplog.records if r.getMessage().startswith("initialised from")]
     # two methods x two seeds, each trained by the trainer and scored at its validation-selected step
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -203,7 +206,8 @@ def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypa
                 "--initial_checkpoint", hf_dir, "--model_gin", model_gin, "--spm_path", spm_path,
                 "--train_steps", "4", "--eval_every", "2", "--batch_size", "8", "--seeds", "0",
                 "--inputs_length", "96", "--targets_length", "24",
-                "--methods", "standard_finetune,standard_distill,sbs_teacher"]  # three arms keep it short
+                "--methods", "standard_finetune,standard_distill,sbs_teacher",  # three arms keep it short
+                "--jobs", "1"]  # students in this process, as on an accelerator (the test above: workers)
         assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):

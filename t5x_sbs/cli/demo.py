@@ -16,6 +16,10 @@ from t5x_sbs.user_errors import (OneLineArgumentParser, int_list, non_negative_f
                                  positive_float, positive_int)
 
 
+JOBS_HELP = ("students trained at a time, each in its own process pinned to its share of the CPU cores "
+             "(0: one per core on a CPU, 1 on an accelerator; 1 keeps them in this process)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add, default = parser.add_argument, demo.DemoConfig()  # the defaults live in DemoConfig
     add("--out_dir", default=default.out_dir, help="everything the demo writes")
@@ -49,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--pretrain_corpus", choices=("shared", "task"), default=default.pretrain_corpus,
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
     add("--pretrain_dir", default=default.pretrain_dir, help="pretrained students, one per settings hash (reused)")
+    add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
     add("--quick", action="store_true", help=(
         "a smaller version: 600 train / 200 test problems, students of at most 300 steps "
         "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
@@ -81,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
         early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
         pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,
-        pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode)
+        pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode, jobs=args.jobs)
     return config.quick() if args.quick else config
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 
+from t5x_sbs.cli.demo import JOBS_HELP
 from t5x_sbs.experiments import axes_report, demo_axes, tables
 from t5x_sbs.names import LOSS_MODES
-from t5x_sbs.user_errors import int_list, positive_int
+from t5x_sbs.user_errors import int_list, non_negative_int, positive_int
 
 
 def _floats(text: str) -> list[float]:
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student")
     add("--early_stopping_patience", type=positive_int, default=default.early_stopping_patience)
     add("--rows", default=default.rows)
+    add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
     add("--report", action="store_true",
         help="train nothing: print the demo's and the rows' table with paired differences")
 
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     axes = demo_axes.AxesConfig(
         out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
         seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
-        train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows)
+        train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows,
+        jobs=args.jobs)
     try:
         student = demo_axes.find_student(args.pretrained)
     except ValueError as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -29,7 +30,7 @@ import numpy as np
 
 from t5x_sbs.convert.hf_export import export_hf
 from t5x_sbs.data import arith
-from t5x_sbs.experiments import plots, preparation, pretrained, runner, stats, tables
+from t5x_sbs.experiments import plots, preparation, pretrained, runner, stats, tables, workers
 from t5x_sbs.experiments.preparation import DataSettings, Say, say_line
 from t5x_sbs.names import mixture_name
 from t5x_sbs.tasks import config as task_config
@@ -58,7 +59,7 @@ class DemoConfig:
     initial_checkpoint: str = ""
     spm_path: str = ""
     vocab_size: int = 400
-    train_steps: int = 2000  # a cap: at 1,000 every gold-label step-by-step student was still improving
+    train_steps: int = 3000  # a cap: at 1,000 every gold-label step-by-step student was still improving
     batch_size: int = 16
     eval_every: int = 150
     learning_rate: float = 5e-3
@@ -69,12 +70,15 @@ class DemoConfig:
     train_size: int = arith.DEFAULT_SIZES["train"]
     eval_size: int = arith.DEFAULT_SIZES["test"]
     seeds: tuple[int, ...] = (0, 1, 2)
-    early_stopping_patience: int = 2
+    # validation (300 questions) plateaus for 300+ steps and then climbs: patience 2 stopped
+    # students there (README, The main job); 4 decodes = 600 steps without a better one
+    early_stopping_patience: int = 4
     pretrain_steps: int = 3000  # 600 (0.2 epochs of the corpus) left the student unable to copy numbers
     pretrain_batch_size: int = 32
     pretrain_corpus: str = "shared"
     pretrain_dir: str = "runs/pretrained"
     samples_mode: str = "first"  # tasks.config.teacher_reading.samples: first | vote | all
+    jobs: int = 0  # students trained at a time, each in its own process (0: workers.default_jobs())
 
     def quick(self) -> "DemoConfig":
         return dataclasses.replace(self, **QUICK)
@@ -115,12 +119,31 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
     """Step 3b + 4a: one student and seed; returns its result row (with per-question correctness)."""
     mixture_method, _ = tables.check_method(method)
     spec = student_spec(config, method, seed, spm_path, data_dir, bindings, student)
+    with workers.student_log(os.path.join(spec.model_dir, "train.log")):
+        scores = runner.train_and_score(spec)
     row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
-           "pretrained": student.initial_checkpoint, **runner.train_and_score(spec)}
+           "pretrained": student.initial_checkpoint, **scores}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row
+
+
+def train_student(config: DemoConfig, spm_path: str, data_dir: str, store: str, student: Student,
+                  cell: tuple[str, int]) -> dict:
+    """One (method, seed) cell, in this process or a fresh worker: (re)registers the tasks and
+    the compilation cache first, which a worker process has not seen."""
+    runner.enable_compilation_cache(os.path.join(config.out_dir, "jax_cache"))
+    bindings = preparation.register(config.data, data_dir, store)
+    return train_and_score(config, *cell, spm_path, data_dir, bindings, student)
+
+
+def train_students(config: DemoConfig, spm_path: str, data_dir: str, store: str, student: Student) -> list[dict]:
+    """Every method x seed, `config.jobs` at a time; rows in method, seed order."""
+    cells = [(method, seed) for method in config.methods for seed in config.seeds]
+    train = functools.partial(train_student, config, spm_path, data_dir, store, student)
+    done = dict(workers.run_each(train, cells, config.jobs or workers.default_jobs()))
+    return [done[cell] for cell in cells]
 
 
 def pretrained_student(config: DemoConfig, data_dir: str, spm_path: str | None, say: Say = say_line) -> Student:
@@ -229,15 +252,16 @@ def run_demo(config: DemoConfig, say: Say = say_line) -> None:
     data = config.data
     data_dir = preparation.prepare_data(data, say)
     store = preparation.annotate(data, data_dir, say)
-    bindings = preparation.register(data, data_dir, store)
+    preparation.register(data, data_dir, store)  # a bad store fails here, before pretraining (workers register again)
     spm_path = config.spm_path or (None if config.pretrain_steps > 0 and not config.initial_checkpoint
                                    else preparation.vocabulary(data, data_dir, store, say))
     student = pretrained_student(config, data_dir, spm_path, say)
     spm_path = student.spm_path
+    jobs = config.jobs or workers.default_jobs()
     say(f"[3/5] training {len(config.methods)} students x {len(config.seeds)} seeds ({config.model_gin}, at most "
-        f"{config.train_steps} steps, early stopping patience {config.early_stopping_patience}, batch {config.batch_size})")
-    rows = [train_and_score(config, method, seed, spm_path, data_dir, bindings, student, say)
-            for method in config.methods for seed in config.seeds]
+        f"{config.train_steps} steps, early stopping patience {config.early_stopping_patience}, batch {config.batch_size}), "
+        f"{jobs} at a time" + (" (each logs to models/<method>_seed<seed>/train.log)" if jobs > 1 else ""))
+    rows = train_students(dataclasses.replace(config, jobs=jobs), spm_path, data_dir, store, student)
     best = max(rows, key=lambda r: r["val_accuracy"])  # selected on validation only
     answer = export_and_answer(config, best, spm_path, data_dir, say)
     write_outputs(config, rows, answer, store, data_dir, say)

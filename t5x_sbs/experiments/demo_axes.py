@@ -16,12 +16,13 @@ The flags are `t5x_sbs.cli.demo_axes`'s; this module is the behaviour.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
 import runpy
 
-from t5x_sbs.experiments import demo, preparation, pretrained, runner, tables
+from t5x_sbs.experiments import demo, preparation, pretrained, runner, tables, workers
 from t5x_sbs.experiments.preparation import Say, say_line
 
 
@@ -37,6 +38,7 @@ class AxesConfig:
     train_steps: int = demo.DemoConfig.train_steps
     early_stopping_patience: int = demo.DemoConfig.early_stopping_patience
     rows: str = "runs/data_axis/rows.jsonl"
+    jobs: int = demo.DemoConfig.jobs              # students at a time (0: workers.default_jobs())
 
     def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
@@ -100,29 +102,30 @@ def cell_dir(rows_path: str, method_mode: str, fraction: float, rationale_weight
     return os.path.join(os.path.dirname(rows_path), f"{method_mode.replace('@', '_')}_frac{fraction}{weight}_seed{seed}")
 
 
-def train_cell(axes: AxesConfig, cell: tuple[str, float, float, int], student: demo.Student,
-               bindings: tuple[str, ...]) -> dict:
+def train_cell(axes: AxesConfig, student: demo.Student, cell: tuple[str, float, float, int]) -> dict:
+    """One student, in this process or a fresh worker (which registers the demo's tasks first)."""
     method_mode, fraction, rationale_weight, seed = cell
     method, _, loss_mode = method_mode.partition("@")
+    data = axes.demo().data
+    runner.enable_compilation_cache(os.path.join(axes.out_dir, "jax_cache"))
+    bindings = preparation.register(data, os.path.join(axes.out_dir, "data"), data.store)
     spec = demo.student_spec(axes.demo(rationale_weight), method, seed, student.spm_path,
                              os.path.join(axes.out_dir, "data"), bindings, student)
     spec = dataclasses.replace(spec, fraction=fraction, model_dir=cell_dir(axes.rows, *cell),
                                loss_mode=loss_mode or spec.loss_mode)
-    return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed,
-            **runner.train_and_score(spec)}
+    with workers.student_log(os.path.join(spec.model_dir, "train.log")):
+        scores = runner.train_and_score(spec)
+    return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed, **scores}
 
 
 def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> None:
-    """Trains every (method, fraction, λ, seed) not yet in `axes.rows`, appending a row after each."""
-    data = axes.demo().data
-    bindings = preparation.register(data, os.path.join(axes.out_dir, "data"), data.store)
+    """Trains every (method, fraction, λ, seed) not yet in `axes.rows`, `axes.jobs` at a time,
+    appending a row as each finishes."""
     done = {cell_of(row) for row in same_budget(read_rows(axes.rows), axes)}
-    runner.enable_compilation_cache(os.path.join(axes.out_dir, "jax_cache"))
     os.makedirs(os.path.dirname(os.path.abspath(axes.rows)), exist_ok=True)
-    for cell in axes.cells():
-        if cell in done:
-            continue
-        row = train_cell(axes, cell, student, bindings)
+    todo = [cell for cell in axes.cells() if cell not in done]
+    train = functools.partial(train_cell, axes, student)
+    for cell, row in workers.run_each(train, todo, axes.jobs or workers.default_jobs()):
         with open(axes.rows, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         method_mode, fraction, rationale_weight, seed = cell
