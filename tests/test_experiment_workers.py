@@ -16,6 +16,7 @@ def where(item):
 
 
 def log_into(path):
+    logging.basicConfig()  # as a library may do in a worker: a root handler on the terminal
     with workers.student_log(path):
         logging.getLogger("t5x_sbs.trainer.train_loop").info("initialised from somewhere")
         print("train: 3/6 step", file=sys.stderr)
@@ -52,11 +53,12 @@ def test_a_failing_worker_raises_here():
         list(workers.run_each(where, ["boom", "a", "b", "c"], jobs=2))
 
 
-def test_student_log_takes_progress_and_logs_in_a_worker_only(tmp_path, capsys):
+def test_student_log_takes_progress_and_logs_in_a_worker_only(tmp_path, capfd):
     ((_, path),) = workers.run_each(log_into, [str(tmp_path / "w" / "train.log")], jobs=2)
     # one item runs in this process (nothing to overlap): nothing is redirected
-    assert not os.path.exists(path) and "train: 3/6 step" in capsys.readouterr().err
+    assert not os.path.exists(path) and "train: 3/6 step" in capfd.readouterr().err
     found = dict(workers.run_each(log_into, [str(tmp_path / n / "train.log") for n in ("a", "b")], jobs=2))
     for path in found:
         text = open(path, encoding="utf-8").read()
         assert "initialised from somewhere" in text and "train: 3/6 step" in text
+    assert "initialised from" not in capfd.readouterr().err  # the workers printed none of it here

@@ -89,12 +89,14 @@ def student_log(path: str):
     with open(path, "a", encoding="utf-8") as stream, contextlib.redirect_stderr(stream):
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        level = logger.level
+        level, propagate = logger.level, logger.propagate
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # a root handler (a library's basicConfig) would print them to the terminal too
         try:
             yield
         finally:
             logger.removeHandler(handler)
             logger.setLevel(level)
+            logger.propagate = propagate
             sys.stderr.flush()
