@@ -68,7 +68,7 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
     assert any(int(r["steps_run"]) < 6 for r in rows)  # early stopping ended some run
     summary = json.loads((out / "results.json").read_text())
     for row in summary["rows"]:  # per-question correctness of the test split, matching the accuracy
-        assert len(row["test_correct"]) == 24 and np.mean(row["test_correct"]) == pytest.approx(row["test_accuracy"])
+        assert row["jobs"] == 2 and len(row["test_correct"]) == 24 and np.mean(row["test_correct"]) == pytest.approx(row["test_accuracy"])
     diff = summary["sbs_minus_finetune"]
     assert diff["questions"] == 24 and diff["seeds"] == [2, 2] and 0.0 <= diff["p_value"] <= 1.0
     assert diff["low"] <= diff["difference"] <= diff["high"]
@@ -91,6 +91,7 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
                                "--fractions", "0.5", "--seeds", "0", "--train_steps", "2", "--rows", str(rows_path)]) == 0
     (axes_row,) = [json.loads(line) for line in rows_path.read_text().splitlines()]
     assert (axes_row["method"], axes_row["fraction"], axes_row["seed"], axes_row["steps_run"]) == ("sbs_teacher", 0.5, 0, 2)
+    assert axes_row["jobs"] == len(os.sched_getaffinity(0))  # --jobs 0: one per core (one cell: trained here)
     assert len(axes_row["test_correct"]) == 24
     assert np.mean(axes_row["test_correct"]) == pytest.approx(axes_row["test_accuracy"])
 

@@ -123,7 +123,7 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
         scores = runner.train_and_score(spec)
     row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
-           "pretrained": student.initial_checkpoint, **scores}
+           "pretrained": student.initial_checkpoint, "jobs": config.jobs, **scores}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row

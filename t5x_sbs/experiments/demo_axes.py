@@ -115,7 +115,8 @@ def train_cell(axes: AxesConfig, student: demo.Student, cell: tuple[str, float, 
                                loss_mode=loss_mode or spec.loss_mode)
     with workers.student_log(os.path.join(spec.model_dir, "train.log")):
         scores = runner.train_and_score(spec)
-    return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed, **scores}
+    return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed,
+            "jobs": axes.jobs, **scores}
 
 
 def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> None:
@@ -124,8 +125,9 @@ def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> No
     done = {cell_of(row) for row in same_budget(read_rows(axes.rows), axes)}
     os.makedirs(os.path.dirname(os.path.abspath(axes.rows)), exist_ok=True)
     todo = [cell for cell in axes.cells() if cell not in done]
+    axes = dataclasses.replace(axes, jobs=axes.jobs or workers.default_jobs())
     train = functools.partial(train_cell, axes, student)
-    for cell, row in workers.run_each(train, todo, axes.jobs or workers.default_jobs()):
+    for cell, row in workers.run_each(train, todo, axes.jobs):
         with open(axes.rows, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         method_mode, fraction, rationale_weight, seed = cell
