@@ -192,10 +192,12 @@ def test_preemption_guard_catches_sigterm_and_restores_handler():
         os.kill(os.getpid(), signal.SIGTERM)
         assert guard.requested and guard.received == signal.SIGTERM and guard.should_stop(1)
     assert signal.getsignal(signal.SIGTERM) is before
+    # Python's default_int_handler, or SIG_IGN when pytest was started as a background job
+    before_interrupt = signal.getsignal(signal.SIGINT)
     with preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT)) as guard:
         os.kill(os.getpid(), signal.SIGINT)
         assert guard.requested
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before_interrupt
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Students side by side: worker processes, each pinned to its share of the CPU cores.
 
-A demo student (1.1M parameters) scales poorly over cores. `benchmarks/train_step.py` with the
-demo student's shapes (batch 16 x (128 + 32)) on the 2-core machine: one process on both cores
-takes 129 ms a step; two processes pinned to one core each take 200 ms a step each, two steps
-per 200 ms, 1.3x the throughput. Unpinned, the two take 220 ms (1.17x). Decoding and input work,
+A demo student (1.1M parameters) scales poorly over cores. `benchmarks/parallel_students.py` on
+the 2-core machine (the demo student's step, batch 16 x (128 + 32)): one process on both cores
+takes 131 ms a step; two workers pinned to one core each take 192 and 208 ms, 1.32x the steps per
+second together. Unpinned, two processes took ~220 ms each (1.17x). Decoding and input work,
 mostly single-threaded, overlap too. On an accelerator every process would claim the whole
 device, so there `default_jobs` is 1 and students stay in this process, one at a time.
 
