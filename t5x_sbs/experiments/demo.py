@@ -129,20 +129,26 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
     return row
 
 
+def student_bindings(config: DemoConfig, data_dir: str, store: str) -> tuple[str, ...]:
+    """What a student needs before it trains, in this process or a fresh worker (which has seen
+    neither): the demo's compilation cache and its registered tasks (their gin bindings)."""
+    runner.enable_compilation_cache(os.path.join(config.out_dir, "jax_cache"))
+    return preparation.register(config.data, data_dir, store)
+
+
 def train_student(config: DemoConfig, spm_path: str, data_dir: str, store: str, student: Student,
                   cell: tuple[str, int]) -> dict:
-    """One (method, seed) cell, in this process or a fresh worker: (re)registers the tasks and
-    the compilation cache first, which a worker process has not seen."""
-    runner.enable_compilation_cache(os.path.join(config.out_dir, "jax_cache"))
-    bindings = preparation.register(config.data, data_dir, store)
+    """One (method, seed) cell, in this process or a fresh worker."""
+    bindings = student_bindings(config, data_dir, store)
     return train_and_score(config, *cell, spm_path, data_dir, bindings, student)
 
 
 def train_students(config: DemoConfig, spm_path: str, data_dir: str, store: str, student: Student) -> list[dict]:
-    """Every method x seed, `config.jobs` at a time; rows in method, seed order."""
+    """Every method x seed, `config.jobs` at a time (already resolved: 0 trains here, one by
+    one); rows in method, seed order."""
     cells = [(method, seed) for method in config.methods for seed in config.seeds]
     train = functools.partial(train_student, config, spm_path, data_dir, store, student)
-    done = dict(workers.run_each(train, cells, config.jobs or workers.default_jobs()))
+    done = dict(workers.run_each(train, cells, config.jobs))
     return [done[cell] for cell in cells]
 
 

@@ -22,7 +22,7 @@ import json
 import os
 import runpy
 
-from t5x_sbs.experiments import demo, preparation, pretrained, runner, tables, workers
+from t5x_sbs.experiments import demo, pretrained, runner, tables, workers
 from t5x_sbs.experiments.preparation import Say, say_line
 
 
@@ -106,11 +106,9 @@ def train_cell(axes: AxesConfig, student: demo.Student, cell: tuple[str, float, 
     """One student, in this process or a fresh worker (which registers the demo's tasks first)."""
     method_mode, fraction, rationale_weight, seed = cell
     method, _, loss_mode = method_mode.partition("@")
-    data = axes.demo().data
-    runner.enable_compilation_cache(os.path.join(axes.out_dir, "jax_cache"))
-    bindings = preparation.register(data, os.path.join(axes.out_dir, "data"), data.store)
-    spec = demo.student_spec(axes.demo(rationale_weight), method, seed, student.spm_path,
-                             os.path.join(axes.out_dir, "data"), bindings, student)
+    config, data_dir = axes.demo(rationale_weight), os.path.join(axes.out_dir, "data")
+    bindings = demo.student_bindings(config, data_dir, config.data.store)
+    spec = demo.student_spec(config, method, seed, student.spm_path, data_dir, bindings, student)
     spec = dataclasses.replace(spec, fraction=fraction, model_dir=cell_dir(axes.rows, *cell),
                                loss_mode=loss_mode or spec.loss_mode)
     with workers.student_log(os.path.join(spec.model_dir, "train.log")):
