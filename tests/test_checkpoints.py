@@ -214,3 +214,21 @@ def test_model_config_is_found_from_step_and_best_dirs(tmp_path):
     assert model_files.find_model_config(tmp_path / "best" / "3") == path
     with pytest.raises(FileNotFoundError, match="save_model_config"):
         model_files.find_model_config(tmp_path.parent / "elsewhere-nothing")
+
+
+def test_initial_checkpoint_vocab_rows_come_from_its_config(tmp_path):
+    """An initial checkpoint's embedding rows are read from its config (ours or an HF dir's), not
+    from its vocabulary; a config without a usable vocab_size is an error naming the file."""
+    ours = tmp_path / "ours"
+    model_files.save_model_config(ours, FakeConfig(vocab_size=1152))
+    (ours / "best" / "3").mkdir(parents=True)
+    assert model_files.initial_checkpoint_vocab_rows(str(ours / "best" / "3")) == 1152
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "t5", "vocab_size": 32128}')
+    assert model_files.initial_checkpoint_vocab_rows(str(hf)) == 32128
+    assert model_files.initial_checkpoint_vocab_rows("") is None
+    assert model_files.initial_checkpoint_vocab_rows(str(tmp_path / "nothing")) is None
+    (hf / "config.json").write_text('{"model_type": "t5"}')
+    with pytest.raises(ValueError, match=r"hf/config\.json: field vocab_size is None"):
+        model_files.initial_checkpoint_vocab_rows(str(hf))

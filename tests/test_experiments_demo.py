@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import pathlib
 import re
 import sys
 import zlib
@@ -163,8 +164,10 @@ def pretrained_hf_t5(tmp_path, shared_data) -> tuple[str, str, str]:
     hf_dir = tmp_path / "pretrained"
     spm_path = vocab.train_sentencepiece(vocab.dataset_texts("svamp", str(shared_data)),
                                          str(hf_dir / "spiece.model"), 200)
-    rows = runner.padded_vocab_size(spm_path)  # what the demo binds T5Config.vocab_size to
-    assert rows == 256 and spm.SentencePieceProcessor(model_file=spm_path).get_piece_size() <= rows
+    # laid out like a real T5 (32,000 pieces in 32,128 rows): pieces + 100 sentinels, padded to
+    # 128, so its rows are not the vocabulary's padded size that a from-scratch student binds
+    rows = -(-(spm.SentencePieceProcessor(model_file=spm_path).get_piece_size() + 100) // 128) * 128
+    assert rows == 384 and rows != runner.padded_vocab_size(spm_path)
     config = transformers.T5Config(vocab_size=rows, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=2,
                                    num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                                    dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
@@ -189,8 +192,9 @@ def hf_state(directory) -> dict:
 @pytest.mark.shared_data
 def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypatch, capsys, caplog):
     """README's "real thing": `--dataset svamp --data_dir`, `--teacher gemini:...` (the real SDK against
-    the loopback fake, `--limit` through --teacher_args) and `--initial_checkpoint HF_DIR --model_gin
-    --spm_path` (a transformers-written T5), all five demo steps on a 2-core CPU."""
+    the loopback fake, `--limit` through --teacher_args) and `--initial_checkpoint HF_DIR --model_gin`
+    (a transformers-written T5 laid out like a real one; its own spiece.model and embedding rows
+    taken from the dir), all five demo steps on a 2-core CPU."""
     from t5x_sbs.data import sources
 
     hf_dir, spm_path, model_gin = pretrained_hf_t5(tmp_path, shared_data)
@@ -204,7 +208,7 @@ def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypa
         teacher_args = " ".join(["--base_url", fake.url, "--limit", "24", "--concurrency", "4", *FAST_RETRY])
         argv = ["demo", "--out_dir", str(out), "--dataset", "svamp", "--data_dir", str(shared_data),
                 "--teacher", "gemini:gemini-2.5-flash", "--teacher_args", teacher_args,
-                "--initial_checkpoint", hf_dir, "--model_gin", model_gin, "--spm_path", spm_path,
+                "--initial_checkpoint", hf_dir, "--model_gin", model_gin,  # its spiece.model: the HF dir's
                 "--train_steps", "4", "--eval_every", "2", "--batch_size", "8", "--seeds", "0",
                 "--inputs_length", "96", "--targets_length", "24",
                 "--methods", "standard_finetune,standard_distill,sbs_teacher",  # three arms keep it short
@@ -232,6 +236,8 @@ def test_demo_real_flags_gemini_svamp_pretrained(tmp_path, shared_data, monkeypa
     assert {r["dataset"] for r in rows} == {"svamp"}
     for row in rows:
         assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and int(row["best_step"]) in (2, 4)
+    for model_dir in (out / "models").iterdir():  # the students read the checkpoint's own vocabulary
+        assert (model_dir / "spiece.model").read_bytes() == pathlib.Path(spm_path).read_bytes()
     # the exported student is the pretrained model moved a few small steps (from scratch: unrelated weights)
     start, student = hf_state(hf_dir), hf_state(out / "hf_student")
     assert set(student) == set(start)

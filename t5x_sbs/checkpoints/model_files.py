@@ -71,6 +71,23 @@ def initial_checkpoint_vocabulary(path: str | None) -> str | None:
     return candidate if os.path.isfile(candidate) else None
 
 
+def initial_checkpoint_vocab_rows(path: str | None) -> int | None:
+    """The embedding rows an INITIAL_CHECKPOINT_PATH holds (its config.json's `vocab_size`: a
+    Hugging Face dir's or the T5Config saved beside ours), which the run must bind as
+    T5Config.vocab_size to load it; None when there is no config. A real T5's 32,000 pieces sit in
+    32,128 rows (pieces + 100 sentinels, padded), so the rows cannot be read off the vocabulary."""
+    if not path:
+        return None
+    try:
+        file = find_model_config(path)
+    except FileNotFoundError:
+        return None
+    rows = json.loads(file.read_text()).get("vocab_size")
+    if not isinstance(rows, int) or rows <= 0:
+        raise ValueError(f"{file}: field vocab_size is {rows!r}, not a positive integer")
+    return rows
+
+
 def load_model_config(path: str | os.PathLike):
     """The T5Config saved beside a checkpoint (MODEL_DIR, a step dir or best/)."""
     file = find_model_config(path)

@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "first (the lowest), vote (majority label, its distinct agreeing rationales) or all")
     add("--methods", default=",".join(default.methods), help=f"comma-separated, from {list(tables.METHODS)}")
     add("--model_gin", default=default.model_gin)
-    add("--initial_checkpoint", default=default.initial_checkpoint, help="pretrained checkpoint (ours or an HF dir): finetune it")
-    add("--spm_path", default=default.spm_path, help="SentencePiece model (default: trained on the task text)")
+    add("--initial_checkpoint", default=default.initial_checkpoint, help="pretrained checkpoint (ours or an HF dir): finetune it, with its "
+        "spiece.model and embedding rows")
+    add("--spm_path", default=default.spm_path, help="SentencePiece model (default: the initial or pretrained "
+        "checkpoint's, else trained on the task text)")
     add("--vocab_size", type=positive_int, default=default.vocab_size)
     add("--train_steps", type=positive_int, default=default.train_steps, help="at most this many steps per student (early stopping ends most sooner)")
     add("--batch_size", type=positive_int, default=default.batch_size)

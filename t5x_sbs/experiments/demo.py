@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from t5x_sbs.checkpoints import model_files
 from t5x_sbs.convert.hf_export import export_hf
 from t5x_sbs.data import arith
 from t5x_sbs.experiments import plots, preparation, pretrained, runner, stats, tables, workers
@@ -152,11 +153,25 @@ def train_students(config: DemoConfig, spm_path: str, data_dir: str, store: str,
     return [done[cell] for cell in cells]
 
 
+def student_vocabulary(config: DemoConfig, data_dir: str, store: str, say: Say = say_line) -> str | None:
+    """--spm_path, else the initial checkpoint's own spiece.model (an HF dir's, or the one kept
+    beside our checkpoint), else None when our pretraining trains one, else one trained on the task."""
+    kept = model_files.initial_checkpoint_vocabulary(config.initial_checkpoint)
+    if config.spm_path or kept:
+        return config.spm_path or kept
+    if config.pretrain_steps > 0 and not config.initial_checkpoint:
+        return None
+    return preparation.vocabulary(config.data, data_dir, store, say)
+
+
 def pretrained_student(config: DemoConfig, data_dir: str, spm_path: str | None, say: Say = say_line) -> Student:
     """Step 3a': the student the methods start from: the initial checkpoint, or our own
     span-corruption pretraining (reused when its settings match), or none (pretrain_steps 0)."""
-    if config.initial_checkpoint or config.pretrain_steps <= 0:
-        return Student(config.initial_checkpoint, None, spm_path)
+    if config.initial_checkpoint:  # its embedding rows, which need not be its vocabulary's padded size
+        return Student(config.initial_checkpoint, model_files.initial_checkpoint_vocab_rows(config.initial_checkpoint),
+                       spm_path)
+    if config.pretrain_steps <= 0:
+        return Student("", None, spm_path)
     task_texts = [e.text for e in annotation.load_examples(config.dataset, data_dir, "train")]
     shared = (config.data_dir or task_config.data_dir()) if config.pretrain_corpus == "shared" else None
     docs, where = pretrained.corpus_texts(task_texts, shared)
@@ -259,9 +274,7 @@ def run_demo(config: DemoConfig, say: Say = say_line) -> None:
     data_dir = preparation.prepare_data(data, say)
     store = preparation.annotate(data, data_dir, say)
     preparation.register(data, data_dir, store)  # a bad store fails here, before pretraining (workers register again)
-    spm_path = config.spm_path or (None if config.pretrain_steps > 0 and not config.initial_checkpoint
-                                   else preparation.vocabulary(data, data_dir, store, say))
-    student = pretrained_student(config, data_dir, spm_path, say)
+    student = pretrained_student(config, data_dir, student_vocabulary(config, data_dir, store, say), say)
     spm_path = student.spm_path
     jobs = config.jobs or workers.default_jobs()
     say(f"[3/5] training {len(config.methods)} students x {len(config.seeds)} seeds ({config.model_gin}, at most "

@@ -80,7 +80,8 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def padded_vocab_size(spm_path: str, multiple: int = 128) -> int:
-    """SentencePiece size rounded up to a multiple (T5: 32100 pieces -> 32128 rows)."""
+    """SentencePiece size rounded up to a multiple: a from-scratch student's embedding rows (an
+    initial checkpoint's rows come from its config: model_files.initial_checkpoint_vocab_rows)."""
     size = spm.SentencePieceProcessor(model_file=spm_path).get_piece_size()
     return -(-size // multiple) * multiple
 
