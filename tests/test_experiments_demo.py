@@ -18,6 +18,7 @@ import pytest
 from t5x_sbs import checkpoints, cli
 from t5x_sbs.cli import demo_axes as demo_axes_cli
 from t5x_sbs.experiments import sweep, tables
+from t5x_sbs.experiments.demo import DemoConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,13 +82,17 @@ def test_demo_end_to_end(tmp_path, capsys, caplog):
     assert answer["question"].startswith("predict: ") and isinstance(answer["answer"], str)
     assert {"config.json", "model.safetensors", "spiece.model"} <= set(os.listdir(out / "hf_student"))
     # a later run with the same settings reuses the pretrained student (no training: same corpus, same key)
-    spec = pretrained.PretrainSpec(root=str(pretrain_dir), model_gin="configs/demo_student.gin", steps=4,
+    spec = pretrained.PretrainSpec(root=str(pretrain_dir), model_gin=DemoConfig.model_gin, steps=4,
                                    inputs_length=128, vocab_size=200)
     corpus = (home / "corpus.txt").read_text().splitlines()
     again = pretrained.pretrain(spec, corpus, say=lambda _: pytest.fail("pretrained again"))
     assert again.reused and again.model_dir == str(home / "model")
-    # demo_axes adds a student on half the data to the finished demo (same test questions)
+    # demo_axes adds a student on half the data to the finished demo (same test questions), with
+    # the demo's model: another width is refused before anything trains
     rows_path = tmp_path / "axes" / "rows.jsonl"
+    with pytest.raises(SystemExit, match=r"is not the model of --model_gin configs/demo_student.gin: d_model 64 vs 128"):
+        demo_axes_cli.main(["--out_dir", str(out), "--pretrained", str(home), "--model_gin", "configs/demo_student.gin",
+                            "--methods", "sbs_teacher", "--fractions", "0.5", "--seeds", "0", "--rows", str(rows_path)])
     assert demo_axes_cli.main(["--out_dir", str(out), "--pretrained", str(home), "--methods", "sbs_teacher",
                                "--fractions", "0.5", "--seeds", "0", "--train_steps", "2", "--rows", str(rows_path)]) == 0
     (axes_row,) = [json.loads(line) for line in rows_path.read_text().splitlines()]

@@ -63,3 +63,15 @@ def test_smoke_prints_forward_and_decode():
     assert result.returncode == 0, result.stderr
     assert "forward: logits (1, 12, 512) float32, finite=True" in result.stdout
     assert "row 0: tokens [" in result.stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.gin")), ids=lambda p: p.name)
+def test_experiment_model_files_parse(path, monkeypatch):
+    """The demo's students and the sweeps' sizes (configs/) parse as the experiments read them."""
+    from t5x_sbs.trainer import configs
+
+    monkeypatch.chdir(REPO)
+    config = configs.model_config_from_gin([str(path.relative_to(REPO))], [])
+    assert config.d_model == config.num_heads * config.d_kv
+    if path.name.startswith("demo_student"):  # the default (d64) and the second width (d128)
+        assert config.d_model == {"demo_student_d64.gin": 64, "demo_student.gin": 128}[path.name]

@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--early_stopping_patience", type=positive_int, default=default.early_stopping_patience)
     add("--rows", default=default.rows)
     add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
+    add("--model_gin", default=default.model_gin, help="the demo's student model (its --model_gin)")
     add("--report", action="store_true",
         help="train nothing: print the demo's and the rows' table with paired differences")
 
@@ -73,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
         seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
         train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows,
-        jobs=args.jobs)
+        jobs=args.jobs, model_gin=args.model_gin)
     try:
-        student = demo_axes.find_student(args.pretrained)
+        student = demo_axes.find_student(args.pretrained, args.model_gin)
     except ValueError as e:
         raise SystemExit(f"demo_axes: {e}") from None
     try:

@@ -56,7 +56,7 @@ class DemoConfig:
     teacher_ask: annotation.AskSettings = dataclasses.field(default_factory=annotation.AskSettings)
     teacher_seed: int | None = None
     methods: tuple[str, ...] = DEMO_METHODS
-    model_gin: str = "configs/demo_student.gin"
+    model_gin: str = "configs/demo_student_d64.gin"  # d128: configs/demo_student.gin (README: student size)
     initial_checkpoint: str = ""
     spm_path: str = ""
     vocab_size: int = 400

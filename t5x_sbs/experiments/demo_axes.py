@@ -22,8 +22,10 @@ import json
 import os
 import runpy
 
+from t5x_sbs.checkpoints import model_files
 from t5x_sbs.experiments import demo, pretrained, runner, tables, workers
 from t5x_sbs.experiments.preparation import Say, say_line
+from t5x_sbs.trainer import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +41,12 @@ class AxesConfig:
     early_stopping_patience: int = demo.DemoConfig.early_stopping_patience
     rows: str = "runs/data_axis/rows.jsonl"
     jobs: int = demo.DemoConfig.jobs              # students at a time (0: workers.default_jobs())
+    model_gin: str = demo.DemoConfig.model_gin    # the demo's student (its pretrained checkpoint's shapes)
 
     def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
         return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps, rationale_weight=rationale_weight,
-                               early_stopping_patience=self.early_stopping_patience)
+                               early_stopping_patience=self.early_stopping_patience, model_gin=self.model_gin)
 
     def cells(self) -> list[tuple[str, float, float, int]]:
         """(method, fraction, λ, seed) of every student asked for; a standard method once per
@@ -56,19 +59,29 @@ class AxesConfig:
         return out
 
 
+SHAPE_FIELDS = ("d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers")
+
+
 def is_standard(method_mode: str) -> bool:
     return tables.METHODS[method_mode.partition("@")[0]][0] == "standard"
 
 
-def find_student(path: str) -> demo.Student:
-    """The pretrained student under `path` (default: the only one under runs/pretrained)."""
+def find_student(path: str, model_gin: str = demo.DemoConfig.model_gin) -> demo.Student:
+    """The pretrained student under `path` (default: the only one under runs/pretrained), which
+    must have the shapes `model_gin` builds."""
     if not path:
         found = sorted(glob.glob("runs/pretrained/*/model"))
         if len(found) != 1:
             raise ValueError(f"give --pretrained (runs/pretrained holds {len(found)} students)")
         path = os.path.dirname(found[0])
-    spm = os.path.join(path, "spiece.model")
-    return demo.Student(os.path.join(path, "model"), pretrained.vocab_rows(spm), spm)
+    spm, model_dir = os.path.join(path, "spiece.model"), os.path.join(path, "model")
+    kept, built = model_files.load_model_config(model_dir), configs.model_config_from_gin([model_gin], [])
+    differ = [f"{f} {getattr(kept, f)} vs {getattr(built, f)}" for f in SHAPE_FIELDS
+              if getattr(kept, f) != getattr(built, f)]
+    if differ:
+        raise ValueError(f"the pretrained student {model_dir} is not the model of --model_gin {model_gin}: "
+                         f"{', '.join(differ)}")
+    return demo.Student(model_dir, pretrained.vocab_rows(spm), spm)
 
 
 def read_rows(rows_path: str) -> list[dict]:
