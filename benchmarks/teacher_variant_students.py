@@ -4,23 +4,25 @@ Each variant is one `t5x-sbs demo` on the built-in arith task (task seed 0, so t
 validation and test questions; checked here by the test file's hash), the same pretrained student
 (one --pretrain_dir, one settings hash: pretrained once, by the first run) and the main-job recipe
 (early stopping on validation, checkpoint selected on validation only, test scored once); only the
-teacher flags differ. The commands (run one at a time; the sbs_teacher arm, 2 seeds and 1,000
-pretraining steps to fit the shared 2-core machine's time budget):
+teacher flags differ. The commands, with the main-job recipe of the d128 student (3,000
+pretraining steps, at most 3,000 student steps, patience 4, 3 seeds, the sbs_teacher arm); the
+baseline is the d128 demo itself (its sbs_teacher rows), linked as `few_shot`:
 
-    V=runs/teacher_variants; P=/work/main/runs/pretrained
-    C="--methods sbs_teacher --seeds 0,1 --pretrain_steps 1000 --pretrain_dir $P --train_steps 1000 \
-       --early_stopping_patience 2 --jobs 1"  # the demo's cap, patience and one-at-a-time students then
-    nice -n 10 t5x-sbs demo --out_dir $V/few_shot $C
-    nice -n 10 t5x-sbs demo --out_dir $V/feedback2 $C --teacher_args "--feedback 2"
-    nice -n 10 t5x-sbs demo --out_dir $V/vote5 $C --teacher_args "--samples 5" --samples_mode vote   # before 2b30594
-    nice -n 10 t5x-sbs demo --out_dir $V/vote5_dedup $C --teacher_args "--samples 5" --samples_mode vote
+    t5x-sbs demo --out_dir runs/demo_d128 --model_gin configs/demo_student.gin   # the baseline
+    V=runs/teacher_variants; ln -sfn $PWD/runs/demo_d128 $V/few_shot
+    C="--methods sbs_teacher --model_gin configs/demo_student.gin --pretrain_dir runs/pretrained --jobs 1"
     t5x-sbs optimize-prompt --dataset arith --data_dir $V/few_shot/data --teacher scripted:arith \
         --out_dir $V/opt --no_progress --subset 50 --rounds 5 --candidates 4
-    nice -n 10 t5x-sbs demo --out_dir $V/opt_zero_shot $C --teacher_args "--prompt $V/opt/prompt.json"
-    # wall (2-core machine, load 2-5): 971 s (incl. 367 s pretraining) / 483 / 447 / 601 / 676 s
-    # a third seed: each variant's command again with `--seeds 2 --out_dir $V/<variant>_seed2`
-    # (read together with $V/<variant>; its teacher answers and test set must equal the variant's)
+    # two lanes, one core each (taskset -c 0 / -c 1), each running its demos one after another:
+    t5x-sbs demo --out_dir $V/feedback2 $C --seeds 0,1,2 --teacher_args "--feedback 2"
+    t5x-sbs demo --out_dir $V/vote5_dedup $C --seeds 0,1 --teacher_args "--samples 5" --samples_mode vote
+    t5x-sbs demo --out_dir $V/vote5_dedup_seed2 $C --seeds 2 --teacher_args "--samples 5" --samples_mode vote
+    t5x-sbs demo --out_dir $V/opt_zero_shot $C --seeds 0,1,2 --teacher_args "--prompt $V/opt/prompt.json"
     python benchmarks/teacher_variant_students.py --root $V [--baseline few_shot]
+
+A `<variant>_seed<k>` folder adds seeds to `<variant>` (one demo each); its teacher answers and
+test set must equal the variant's (checked). README, Teacher, holds the table and the earlier
+recipe's (1,000 pretraining steps, patience 2; a `vote5` folder from before 2b30594).
 
 Plain zero-shot is not trained: this script annotates the baseline's train split with
 `--prompt zero_shot` (scripted teacher, a second) and checks that every label, rationale and status
