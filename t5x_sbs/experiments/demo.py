@@ -156,9 +156,9 @@ def train_students(config: DemoConfig, spm_path: str, data_dir: str, store: str,
 def student_vocabulary(config: DemoConfig, data_dir: str, store: str, say: Say = say_line) -> str | None:
     """--spm_path, else the initial checkpoint's own spiece.model (an HF dir's, or the one kept
     beside our checkpoint), else None when our pretraining trains one, else one trained on the task."""
-    kept = model_files.initial_checkpoint_vocabulary(config.initial_checkpoint)
-    if config.spm_path or kept:
-        return config.spm_path or kept
+    given = config.spm_path or model_files.initial_checkpoint_vocabulary(config.initial_checkpoint)
+    if given:
+        return given
     if config.pretrain_steps > 0 and not config.initial_checkpoint:
         return None
     return preparation.vocabulary(config.data, data_dir, store, say)
