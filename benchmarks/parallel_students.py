@@ -3,7 +3,7 @@ core vs `--jobs` worker processes pinned to their share of the cores (experiment
 
     python benchmarks/parallel_students.py [--jobs 2] [--steps 40]
 
-Each side times the real train step of the demo student (configs/demo_student.gin, its 1,152-row
+Each side times the real train step of the d128 demo student (configs/demo_student.gin, its 1,152-row
 pretrained vocabulary, batch 16 x (128 + 32) tokens, random tokens: benchmarks/train_step.py);
 the workers start together and each times its own steps, so they contend as students do.
 Last line: `ratio: aggregate steps/s of the workers / steps/s of one process`.
