@@ -3,11 +3,11 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import subprocess
 import sys
 
 import pytest
+from ports import free_port_pair
 
 from t5x_sbs.trainer import distributed
 
@@ -66,18 +66,12 @@ print("RESULT", group.source, jax.process_index(), jax.process_count(), jax.devi
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 def test_two_processes_join_with_the_environment_local_sh_sets():
     """local.sh --processes=2 --devices=2: each worker's env, with a probe instead of the trainer."""
     dry = subprocess.run(
         ["bash", str(REPO / "launch/local.sh"), "--dry_run", "--processes=2", "--devices=2",
-         f"--port={free_port()}", "--gin_file=unused.gin"],
+         f"--port={free_port_pair()}", "--gin_file=unused.gin"],
         capture_output=True, text=True, check=True, timeout=30).stdout
     commands = [shlex.split(line) for line in dry.splitlines() if line.startswith("env ")]
     procs = []

@@ -11,7 +11,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import sentencepiece  # noqa: F401  (the vocabulary fixture)
 
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
+from ports import free_port_pair
 
 pytestmark = [pytest.mark.distributed, pytest.mark.shared_data]
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,20 +36,6 @@ def vocabulary(shared_data, tmp_path_factory):
     return path
 
 
-def _free_port() -> int:
-    """A port whose successor (the start-up rendezvous) is free too."""
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port pair")
-
-
 def _command(model_dir, shared_data, vocabulary, *, processes=1, devices=1, mode="train", steps=STEPS,
              extra=()) -> list[str]:
     gin = ["--gin_file=gin/models/t5_1_1/tiny.gin", "--gin_file=gin/runs/sbs.gin",
@@ -60,7 +46,7 @@ def _command(model_dir, shared_data, vocabulary, *, processes=1, devices=1, mode
            "--gin.RunConfig.eval_batches=2", "--gin.RunConfig.test_batches=2",
            "--gin.OptimizerConfig.learning_rate=0.01", *extra]
     return ["bash", "launch/local.sh", f"--processes={processes}", f"--devices={devices}",
-            f"--port={_free_port()}", f"--run_mode={mode}", f"--model_dir={model_dir}", *gin]
+            f"--port={free_port_pair()}", f"--run_mode={mode}", f"--model_dir={model_dir}", *gin]
 
 
 def _run(args, log: pathlib.Path, *, check=True) -> str:
@@ -178,7 +164,7 @@ def test_fsdp_presets_on_two_processes_of_two_devices_finish(runs, shared_data, 
 
 
 def test_a_missing_peer_fails_within_the_timeout_naming_it(tmp_path):
-    port = _free_port()
+    port = free_port_pair()
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": "0", "JAX_INITIALIZATION_TIMEOUT": "3", "JAX_PLATFORMS": "cpu"}
     start = time.monotonic()

@@ -3,12 +3,12 @@ Orbax checkpoint together, and agree with each other and with a one-process run 
 global batches. Run as a script, this file is one worker process."""
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from ports import free_port_pair
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 2
@@ -43,16 +43,10 @@ def worker(port: int, process_id: int, out_dir: pathlib.Path) -> None:
              **{"initial" + k: v for k, v in _flat(initial.params).items()})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_workers(out_dir: pathlib.Path) -> list[tuple[subprocess.Popen, pathlib.Path]]:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    port, workers = _free_port(), []
+    port, workers = free_port_pair(), []
     for i in range(NUM_PROCESSES):
         log = out_dir / f"process_{i}.log"  # a file, not a pipe: nobody reads while we compute
         with open(log, "w") as f:

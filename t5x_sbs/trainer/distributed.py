@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import socket
+import struct
 import time
 from typing import Mapping
 
@@ -160,7 +162,7 @@ def rendezvous(group: ProcessGroup) -> None:
         return _host_rendezvous(group, host, port, deadline)
     while True:
         try:
-            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())) as conn:
+            with _connect(host, port, deadline) as conn:
                 conn.sendall(f"{group.process_id}\n".encode())
                 conn.settimeout(max(1.0, deadline - time.monotonic() + 5))
                 reply = conn.makefile().readline().strip()
@@ -174,9 +176,41 @@ def rendezvous(group: ProcessGroup) -> None:
         raise JoinError(f"process {group.process_id} of {group.num_processes}: {reply or 'coordinator gave up'}")
 
 
+def _connect(host: str, port: int, deadline: float) -> socket.socket:
+    conn = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+    if is_self_connected(conn):
+        reset(conn)
+        raise ConnectionRefusedError(f"{host}:{port} has no listener yet (the connection met itself)")
+    return conn
+
+
+def is_self_connected(conn: socket.socket) -> bool:
+    """A TCP connect to a local port nobody listens on can pick that same port as its source and
+    connect to itself (simultaneous open); it would then hold the port process 0 needs."""
+    return conn.getsockname() == conn.getpeername()
+
+
+def reset(conn: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0): no TIME_WAIT is left to hold the port for a minute."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def _listen(host: str, port: int, deadline: float) -> socket.socket:
+    """Bind the rendezvous port, retrying while it is briefly taken (a closing connection, a peer's
+    self-connection) until the deadline."""
+    while True:
+        try:
+            return socket.create_server((host, port), reuse_port=False)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _host_rendezvous(group: ProcessGroup, host: str, port: int, deadline: float) -> None:
     joined: dict[int, socket.socket] = {}
-    with socket.create_server((host, port), reuse_port=False) as server:
+    with _listen(host, port, deadline) as server:
         while len(joined) < group.num_processes - 1 and time.monotonic() < deadline:
             server.settimeout(max(0.1, deadline - time.monotonic()))
             try:
