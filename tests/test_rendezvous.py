@@ -2,10 +2,12 @@
 a worker's connection that met itself, the two ways a localhost job lost its start-up in CI."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
 
+import pytest
 from ports import free_port_pair
 
 from t5x_sbs.trainer import distributed
@@ -51,3 +53,13 @@ def test_a_connection_that_met_itself_is_recognised_and_frees_its_port():
         with socket.create_connection(("127.0.0.1", port)) as other:
             assert not distributed.is_self_connected(other)
             server.accept()[0].close()
+
+
+def test_a_port_that_stays_taken_fails_at_the_deadline_naming_it():
+    port = free_port_pair()
+    group = dataclasses.replace(_group(port, 0), timeout_s=1)
+    with socket.create_server(("127.0.0.1", port + 1)):
+        started = time.monotonic()
+        with pytest.raises(distributed.JoinError, match=f"rendezvous port 127.0.0.1:{port + 1} .* stayed in use"):
+            distributed.rendezvous(group)
+    assert 1 <= time.monotonic() - started < 5

@@ -203,8 +203,11 @@ def _listen(host: str, port: int, deadline: float) -> socket.socket:
         try:
             return socket.create_server((host, port), reuse_port=False)
         except OSError as e:
-            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+            if e.errno != errno.EADDRINUSE:
                 raise
+            if time.monotonic() > deadline:
+                raise JoinError(f"process 0: the rendezvous port {host}:{port} (the coordinator's port + 1) "
+                                "stayed in use until the timeout; is another job on it? pick another port") from e
             time.sleep(0.2)
 
 
