@@ -21,6 +21,9 @@ BAD = {
     "nan_weight": (["--rationale_weight", "nan"], "argument --rationale_weight: must be a finite number >= 0"),
     "negative_pretrain": (["--pretrain_steps", "-1"], "argument --pretrain_steps: must be an integer >= 0, got -1"),
     "negative_jobs": (["--jobs", "-1"], "argument --jobs: must be an integer >= 0, got -1"),
+    "arith_steps_reversed": (["--arith", "steps=5-3"], "argument --arith: steps 5-3: need 1 <= MIN <= MAX"),
+    "arith_unknown_op": (["--arith", "ops=+/"], "argument --arith: ops '+/' (from '+-*')"),
+    "arith_unknown_field": (["--arith", "depth=3"], "argument --arith: 'depth=3': expected steps=MIN-MAX"),
 }
 
 
@@ -81,3 +84,24 @@ def test_demo_samples_mode_rejects_other_values(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "argument --samples_mode: invalid choice: 'best'" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_arith_difficulty_reaches_the_generated_problems(tmp_path):
+    """`--arith steps=3-4,ops=+-*,max_value=20`: every generated problem has 3-4 steps, stays in
+    0..20 and some multiply; the default is the documented 2-3 steps of + and -."""
+    from t5x_sbs.cli import demo
+    from t5x_sbs.data import arith
+    from t5x_sbs.experiments import preparation
+    from t5x_sbs.user_errors import OneLineArgumentParser
+
+    parser = OneLineArgumentParser()
+    demo.add_arguments(parser)
+    assert demo.config_from_args(parser.parse_args([])).arith_difficulty == arith.Difficulty(2, 3, 12, 5, "+-")
+    args = parser.parse_args(["--out_dir", str(tmp_path), "--arith", "steps=3-4,ops=+-*,max_value=20",
+                              "--train_size", "200", "--eval_size", "50"])
+    data_dir = preparation.prepare_data(demo.config_from_args(args).data, say=lambda _: None)
+    problems = list(arith.read_split(f"{data_dir}/train.jsonl"))
+    chains = [arith.evaluate(*arith.parse_question(p["question"])) for p in problems]
+    assert {len(c) - 1 for c in chains} == {3, 4}
+    assert all(0 <= v <= 20 for c in chains for v in c) and max(v for c in chains for v in c) > 12
+    assert any(" * " in p["rationale"] for p in problems)

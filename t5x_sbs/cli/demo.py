@@ -9,6 +9,7 @@ import argparse
 import shlex
 
 from t5x_sbs.cli import rationales as rationales_cli
+from t5x_sbs.data import arith
 from t5x_sbs.experiments import demo, tables
 from t5x_sbs.experiments.preparation import PreparationError
 from t5x_sbs.teacher import annotation
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=default.seed)
     add("--train_size", type=positive_int, default=default.train_size)
     add("--eval_size", type=positive_int, default=default.eval_size, help="test examples (validation: 60%%)")
+    add("--arith", type=arith_difficulty, default=default.arith_difficulty, help=(
+        "the built-in task's difficulty, e.g. 'steps=3-5,ops=+-*,max_value=20' (default: "
+        f"{default.arith_difficulty})"))
     add("--seeds", type=int_list, default=",".join(map(str, default.seeds)), help="comma-separated student seeds (each method trains once per seed)")
     add("--early_stopping_patience", type=positive_int, default=default.early_stopping_patience,
         help="stop a student after this many validation decodes (every --eval_every steps) without improvement")
@@ -61,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
         "../shared/data corpus); still 3 seeds. Gives up: data, training length and the general corpus, "
         "so the CIs are wider and the pretrained student knows less"))
+
+
+def arith_difficulty(text: str) -> arith.Difficulty:
+    try:
+        return arith.Difficulty.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def teacher_ask(args: argparse.Namespace) -> tuple[annotation.AskSettings, int]:
@@ -84,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
         vocab_size=args.vocab_size, train_steps=args.train_steps, batch_size=args.batch_size,
         eval_every=args.eval_every, learning_rate=args.learning_rate, rationale_weight=args.rationale_weight,
         inputs_length=args.inputs_length, targets_length=args.targets_length, seed=args.seed,
-        train_size=args.train_size, eval_size=args.eval_size,
+        train_size=args.train_size, eval_size=args.eval_size, arith_difficulty=args.arith,
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
         early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
         pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,

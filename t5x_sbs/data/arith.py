@@ -29,6 +29,42 @@ MAX_VALUE = 12      # every intermediate stays in [0, MAX_VALUE]: short numbers,
 MAX_OPERAND = 5     # operands of + and - are 1..MAX_OPERAND; the start amount is 1..MAX_OPERAND+1
 DEFAULT_OPS = "+-"  # "+-*" adds "... until there are n times as many" steps
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+    """generate()'s knobs; `parse` reads the demo's `--arith` flag ("steps=3-5,ops=+-*,max_value=20")."""
+
+    min_steps: int = 2
+    max_steps: int = 3
+    max_value: int = MAX_VALUE
+    max_operand: int = MAX_OPERAND
+    ops: str = DEFAULT_OPS
+
+    @classmethod
+    def parse(cls, text: str) -> "Difficulty":
+        fields: dict = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("steps", "ops", "max_value", "max_operand"):
+                raise ValueError(f"{item!r}: expected steps=MIN-MAX, ops=+-*, max_value=N or max_operand=N")
+            if key == "steps":
+                low, _, high = value.partition("-")
+                fields["min_steps"], fields["max_steps"] = int(low), int(high or low)
+            else:
+                fields[key] = value if key == "ops" else int(value)
+        difficulty = cls(**fields)
+        difficulty.check()
+        return difficulty
+
+    def check(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"steps {self.min_steps}-{self.max_steps}: need 1 <= MIN <= MAX")
+        if not self.ops or set(self.ops) - set(OPS) or not 1 <= self.max_operand <= self.max_value:
+            raise ValueError(f"ops {self.ops!r} (from {''.join(OPS)!r}), max_operand {self.max_operand}, "
+                             f"max_value {self.max_value}: need 1 <= max_operand <= max_value")
+
+
 NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jin", "Kai", "Lea")
 ITEMS = ("apples", "marbles", "stickers", "books", "coins", "shells", "cards", "pens")
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
@@ -118,9 +154,7 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None, min_steps: int 
              ops: str = DEFAULT_OPS) -> dict[str, list[Problem]]:
     """Unique problems per split; the split order is fixed so seeds reproduce exactly."""
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    if not ops or set(ops) - set(OPS) or not 1 <= max_operand <= max_value:
-        raise ValueError(f"ops {ops!r} (from {''.join(OPS)!r}), max_operand {max_operand}, "
-                         f"max_value {max_value}: need 1 <= max_operand <= max_value")
+    Difficulty(min_steps, max_steps, max_value, max_operand, ops).check()
     unknown = set(sizes) - set(SPLITS)
     if unknown or any(not isinstance(n, int) or n < 0 for n in sizes.values()):
         raise ValueError(f"sizes {sizes}: expected non-negative ints for splits {SPLITS}")

@@ -70,6 +70,7 @@ class DemoConfig:
     seed: int = 0
     train_size: int = arith.DEFAULT_SIZES["train"]
     eval_size: int = arith.DEFAULT_SIZES["test"]
+    arith_difficulty: arith.Difficulty = arith.Difficulty()
     seeds: tuple[int, ...] = (0, 1, 2)
     # validation (300 questions) plateaus for 300+ steps and then climbs: patience 2 stopped
     # students there (README, The main job); 4 decodes = 600 steps without a better one
@@ -88,6 +89,7 @@ class DemoConfig:
     def data(self) -> DataSettings:
         return DataSettings(out_dir=self.out_dir, dataset=self.dataset, data_dir=self.data_dir, teacher=self.teacher,
                             seed=self.seed, train_size=self.train_size, eval_size=self.eval_size,
+                            arith_difficulty=self.arith_difficulty,
                             vocab_size=self.vocab_size, spm_path=self.spm_path, ask=self.teacher_ask,
                             teacher_seed=self.teacher_seed, samples_mode=self.samples_mode)
 

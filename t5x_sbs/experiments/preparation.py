@@ -47,6 +47,7 @@ class DataSettings:
     seed: int = 0                   # arith generation and the teacher's seed
     train_size: int = arith.DEFAULT_SIZES["train"]
     eval_size: int = arith.DEFAULT_SIZES["test"]  # test examples (validation: 60 %)
+    arith_difficulty: arith.Difficulty = arith.Difficulty()  # the built-in task (dataset arith)
     vocab_size: int = 400
     spm_path: str = ""              # a SentencePiece model (default: trained on the task text)
     ask: annotation.AskSettings = dataclasses.field(default_factory=annotation.AskSettings)
@@ -78,8 +79,9 @@ def prepare_data(settings: DataSettings, say: Say = say_line) -> str:
     data_dir = os.path.join(settings.out_dir, "data")
     sizes = {"train": settings.train_size, "validation": max(1, int(0.6 * settings.eval_size)),
              "test": settings.eval_size}
-    paths = arith.write_splits(data_dir, seed=settings.seed, sizes=sizes)
-    say(f"[1/5] built-in task: {sizes} arithmetic word problems -> {data_dir}")
+    difficulty = dataclasses.asdict(settings.arith_difficulty)
+    paths = arith.write_splits(data_dir, seed=settings.seed, sizes=sizes, **difficulty)
+    say(f"[1/5] built-in task: {sizes} arithmetic word problems ({settings.arith_difficulty}) -> {data_dir}")
     sample = next(arith.read_split(paths["train"]))
     say(f"      e.g. Q: {sample['question']}\n           rationale: {sample['rationale']}  label: {sample['answer']}")
     return data_dir
