@@ -62,3 +62,22 @@ def test_the_likeliest_choice_is_the_answer(cqa_student):
     others = [dataclasses.replace(e, gold=next(c for c in e.input["choices"] if c != best))
               for e, best in zip(examples, likeliest)]
     assert choice_scoring.rank_correct(model, tokenizer, others, PREFIX, batch_examples=4).tolist() == [0.0] * 6
+
+
+@pytest.mark.shared_data
+def test_wrote_a_choice_reads_the_trainers_predictions(tmp_path, shared_data):
+    """The trainer's predictions file (test order) folds the question's newlines into spaces and
+    cuts long inputs; each prediction is matched to its question's choices, and a file of other
+    questions fails naming the file."""
+    import json
+
+    from t5x_sbs.teacher import annotation
+
+    examples = annotation.load_examples("cqa", str(shared_data), "test")[:4]
+    answers = [examples[0].input["choices"][1], examples[1].gold, "not a choice", examples[3].gold + "s"]
+    rows = [{"input": PREFIX + " ".join(e.text.split()), "prediction": a} for e, a in zip(examples, answers)]
+    rows[2]["input"] = rows[2]["input"][:40]  # cut at --inputs_length
+    (tmp_path / "predictions_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert choice_scoring.wrote_a_choice(str(tmp_path), examples) == 0.5
+    with pytest.raises(ValueError, match="predictions_test.jsonl: 4 predictions for 4 test questions, 4 not of"):
+        choice_scoring.wrote_a_choice(str(tmp_path), examples[1:] + examples[:1])

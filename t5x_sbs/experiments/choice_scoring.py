@@ -60,16 +60,19 @@ def rank_correct(model, tokenizer, examples, prefix: str, batch_examples: int = 
 
 
 def wrote_a_choice(model_dir: str, examples) -> float:
-    """Share of the trainer's greedy test predictions that are one of their question's choices."""
-    def key(text: str) -> str:  # the task's preprocessing folds newlines into spaces
+    """Share of the trainer's greedy test predictions (in test order) that are one of their
+    question's choices."""
+    def key(text: str) -> str:  # the task folds newlines into spaces; a long input is cut short
         return " ".join(text.removeprefix(prefix).split())
 
     prefix = task_config.prefixes()["label"]
-    choices = {key(example.text): set(example.input["choices"]) for example in examples}
     with open(os.path.join(model_dir, "predictions_test.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    hits = [row["prediction"].strip() in choices[key(row["input"])] for row in rows if key(row["input"]) in choices]
-    return float(np.mean(hits))
+    wrong = [i for i, (row, e) in enumerate(zip(rows, examples)) if not key(e.text).startswith(key(row["input"]))]
+    if wrong or not rows or len(rows) != len(examples):
+        raise ValueError(f"{model_dir}/predictions_test.jsonl: {len(rows)} predictions for {len(examples)} test "
+                         f"questions, {len(wrong)} not of the question in their place (first: line {wrong[:1]})")
+    return float(np.mean([row["prediction"].strip() in e.input["choices"] for row, e in zip(rows, examples)]))
 
 
 def score_student(row: dict, examples, spm_path: str) -> dict:
