@@ -24,6 +24,7 @@ BAD = {
     "arith_steps_reversed": (["--arith", "steps=5-3"], "argument --arith: steps 5-3: need 1 <= MIN <= MAX"),
     "arith_unknown_op": (["--arith", "ops=+/"], "argument --arith: ops '+/' (from '+-*')"),
     "arith_unknown_field": (["--arith", "depth=3"], "argument --arith: 'depth=3': expected steps=MIN-MAX"),
+    "arith_word_value": (["--arith", "max_value=big"], "argument --arith: 'max_value=big': max_value takes an integer"),
 }
 
 

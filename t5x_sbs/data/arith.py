@@ -30,7 +30,6 @@ MAX_OPERAND = 5     # operands of + and - are 1..MAX_OPERAND; the start amount i
 DEFAULT_OPS = "+-"  # "+-*" adds "... until there are n times as many" steps
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
     """generate()'s knobs; `parse` reads the demo's `--arith` flag ("steps=3-5,ops=+-*,max_value=20")."""
@@ -48,11 +47,14 @@ class Difficulty:
             key, sep, value = item.partition("=")
             if not sep or key not in ("steps", "ops", "max_value", "max_operand"):
                 raise ValueError(f"{item!r}: expected steps=MIN-MAX, ops=+-*, max_value=N or max_operand=N")
-            if key == "steps":
-                low, _, high = value.partition("-")
-                fields["min_steps"], fields["max_steps"] = int(low), int(high or low)
-            else:
-                fields[key] = value if key == "ops" else int(value)
+            try:
+                if key == "steps":
+                    low, _, high = value.partition("-")
+                    fields["min_steps"], fields["max_steps"] = int(low), int(high or low)
+                else:
+                    fields[key] = value if key == "ops" else int(value)
+            except ValueError:
+                raise ValueError(f"{item!r}: {key} takes {'MIN-MAX' if key == 'steps' else 'an integer'}") from None
         difficulty = cls(**fields)
         difficulty.check()
         return difficulty
