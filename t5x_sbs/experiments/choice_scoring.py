@@ -23,7 +23,7 @@ import numpy as np
 
 from t5x_sbs.convert.hf_export import export_hf
 from t5x_sbs.experiments import runner, stats
-from t5x_sbs.experiments.demo import COMPARISONS
+from t5x_sbs.experiments.demo import COMPARISONS, compare
 from t5x_sbs.tasks import config as task_config
 from t5x_sbs.teacher import annotation
 
@@ -62,10 +62,11 @@ def rank_correct(model, tokenizer, examples, prefix: str, batch_examples: int = 
 def wrote_a_choice(model_dir: str, examples) -> float:
     """Share of the trainer's greedy test predictions (in test order) that are one of their
     question's choices."""
+    prefix = task_config.prefixes()["label"]
+
     def key(text: str) -> str:  # the task folds newlines into spaces; a long input is cut short
         return " ".join(text.removeprefix(prefix).split())
 
-    prefix = task_config.prefixes()["label"]
     with open(os.path.join(model_dir, "predictions_test.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     wrong = [i for i, (row, e) in enumerate(zip(rows, examples)) if not key(e.text).startswith(key(row["input"]))]
@@ -98,9 +99,8 @@ def report(scored: list[dict]) -> list[str]:
                                                                 "greedy_wrote_a_choice")]
         lines.append(f"| {method} | " + " | ".join(str(c) for c in cells) + " |")
     for a, b, why in COMPARISONS:
-        if a in by_method and b in by_method:
-            diff = stats.paired_bootstrap(np.array([r["rank_correct"] for r in by_method[a]]),
-                                          np.array([r["rank_correct"] for r in by_method[b]]))
+        diff = compare(scored, a, b, correct="rank_correct")
+        if diff is not None:
             lines.append(f"- rank accuracy, {a} − {b} ({why}): {diff}")
     return lines
 

@@ -253,9 +253,10 @@ def comparisons(rows: list[dict]) -> list[dict]:
     return [{"a": a, "b": b, "why": why, "result": result} for a, b, why, result in found if result is not None]
 
 
-def compare(rows: list[dict], a: str = "sbs_teacher", b: str = "standard_finetune"):
-    """a − b on the same test questions (seeds averaged per question), or None without both."""
-    by = {m: np.array([r["test_correct"] for r in rows if r["method"] == m]) for m in (a, b)}
+def compare(rows: list[dict], a: str = "sbs_teacher", b: str = "standard_finetune", correct: str = "test_correct"):
+    """a − b on the same test questions (seeds averaged per question; `correct`: each row's 0/1 list
+    over them), or None without both."""
+    by = {m: np.array([r[correct] for r in rows if r["method"] == m]) for m in (a, b)}
     if not all(len(v) for v in by.values()):
         return None
     return stats.paired_bootstrap(by[a], by[b])
