@@ -8,7 +8,7 @@ import pytest
 import seqio
 
 from t5x_sbs import names
-from t5x_sbs.trainer import input_pipeline
+from t5x_sbs.trainer import input_pipeline, prefetch
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.data.vocab import dataset_texts, train_sentencepiece
 
@@ -137,8 +137,8 @@ def test_prefetcher_keeps_order_and_raises_producer_errors():
             raise RuntimeError("source ran dry")
         return value
 
-    prefetch = input_pipeline.Prefetcher(produce)
-    assert [next(prefetch) for _ in range(5)] == list(range(5))
+    prefetcher = prefetch.Prefetcher(produce)
+    assert [next(prefetcher) for _ in range(5)] == list(range(5))
     with pytest.raises(RuntimeError, match="ran dry"):
-        next(prefetch)
-    prefetch.close()
+        next(prefetcher)
+    prefetcher.close()

@@ -3,7 +3,7 @@
 decode evaluation trains to the end, sees the same global batches (per-step losses equal), both
 hosts report the same validation metrics and best step, SIGTERM + resume equals an uninterrupted
 run, eval and infer give one answer with every prediction written; FSDP and FSDP+TP on 2 x 2
-devices finish too. A missing peer fails within the start-up timeout, naming it."""
+devices finish too, and so do length-bucketed batches. A missing peer fails within the start-up timeout, naming it."""
 from __future__ import annotations
 
 import json
@@ -161,6 +161,25 @@ def test_fsdp_presets_on_two_processes_of_two_devices_finish(runs, shared_data, 
     for step in range(1, 11):  # another mesh, another reduction order: float tolerance only
         assert losses[step] == pytest.approx(reference[step], rel=1e-4), step
     assert json.loads((model_dir / "test_results.json").read_text())["test"]["accuracy"] >= 0
+
+
+def test_length_buckets_on_two_processes_equal_one(tmp_path, shared_data, vocabulary):
+    """Shared encoder in length buckets: batch shapes change from step to step, and both hosts must
+    cut and pad every global batch alike (then in-training decode evaluation, as above)."""
+    extra = ["--gin.LOSS_MODE='shared_encoder'", "--gin.RunConfig.length_bucket_window=4",
+             "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 64}"]  # inputs vary below 128
+    losses = {}
+    for processes in (2, 1):
+        model_dir = tmp_path / f"buckets_{processes}"
+        _run(_command(model_dir, shared_data, vocabulary, processes=processes, steps=12, extra=extra),
+             tmp_path / f"buckets_{processes}.log")
+        losses[processes] = _losses(model_dir)
+    assert sorted(losses[2]) == sorted(losses[1]) == list(range(1, 13))
+    for step in losses[1]:
+        assert losses[2][step] == pytest.approx(losses[1][step], rel=LOSS_RTOL), step
+    lines = [json.loads(line) for line in open(tmp_path / "buckets_1" / "metrics.jsonl")]
+    tokens = {round(x["tokens_per_second"] * x["seconds_per_step"]) for x in lines if "tokens_per_second" in x}
+    assert len(tokens) > 1, tokens  # the batch shape did change between steps
 
 
 def test_a_missing_peer_fails_within_the_timeout_naming_it(tmp_path):

@@ -40,6 +40,9 @@ class RunConfig:
     batch_size: int = 64
     loss_mode: str = "mixture"  # paired | mixture | shared_encoder (one encoder pass for both targets)
     pack: bool = True
+    # > 0: batches sorted by length over windows of this many batches and padded to length buckets,
+    # one unit a row (pack: a paired example's two rows share it); t5x_sbs.trainer.length_buckets. 0: off.
+    length_bucket_window: int = 0
     initial_checkpoint_path: str | None = None
     seed: int = 0
     num_microbatches: int = 1
@@ -62,7 +65,7 @@ class RunConfig:
         checks = (("train_steps", "TRAIN_STEPS", 1), ("batch_size", "BATCH_SIZE", 1), ("num_microbatches", None, 1),
                   ("log_every", None, 1), ("eval_batches", None, 1), ("keep_checkpoints", None, 1),
                   ("eval_every", "EVAL_EVERY", 1), ("infer_eval_every", None, 1), ("checkpoint_every", None, 1),
-                  ("test_batches", None, 1), ("prefetch_batches", None, 0))
+                  ("test_batches", None, 1), ("prefetch_batches", None, 0), ("length_bucket_window", None, 0))
         for field, macro, least in checks:
             value = getattr(self, field)
             if value is None and field not in ("train_steps", "batch_size", "num_microbatches", "log_every"):

@@ -8,8 +8,9 @@ a pure function of the seed:
   - the n-th unit of task t is permutation(seed, t, epoch = n // N_t)[n % N_t], where a unit is a
     run of consecutive rows sharing an `id` (a paired task's label + rationale rows stay adjacent).
 Rows are packed greedily in stream order (a packed row closes when the next example does not
-fit) and B consecutive packed rows make the global batch. Every process works out the global
-batch's layout from the rows' lengths alone and builds only its own block of rows, so the global
+fit) and B consecutive packed rows make the global batch; or, with length buckets, windows of
+units are sorted by length into batches of one unit a row (t5x_sbs.trainer.length_buckets).
+Every process works out the global batch's layout from the rows' lengths alone and builds only its own block of rows, so the global
 batch at step k is the same for 1, 2 or 4 processes, and the iterator's state (stream position,
 per-task counts) is a small JSON dict: resuming from a checkpoint is O(1) and works across a
 change of process count.
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
-import threading
 from typing import Iterator, Mapping
 
 import jax
@@ -33,6 +32,7 @@ import seqio
 from t5x_sbs.data.feature_converter import TaskAwareEncDecFeatureConverter
 from t5x_sbs.names import LABEL_TASK_ID, LOSS_MODES
 from t5x_sbs.tasks import cache, catalog
+from t5x_sbs.trainer import length_buckets
 
 MIX_BLOCK = 4096  # stream positions whose task is drawn by one seeded generator
 STATE_VERSION = 1
@@ -153,19 +153,23 @@ class _Stream:
 class StreamState:
     """Where the stream stands after a batch: what a checkpoint stores (`data_state`)."""
 
-    position: int = 0  # units drawn so far
+    position: int = 0  # units drawn so far (length buckets: before the current window)
     counts: list[int] | None = None  # units drawn per task
     batches: int = 0
+    window_offset: int = 0  # length buckets: batches of the current window already returned
+    bucket_window: int = 0  # ... of windows of this many batches
 
     def to_json(self) -> dict:
         return {"version": STATE_VERSION, "position": self.position, "counts": list(self.counts),
-                "batches_consumed": self.batches}
+                "batches_consumed": self.batches, "window_offset": self.window_offset,
+                "bucket_window": self.bucket_window}
 
     @classmethod
     def from_json(cls, data: Mapping, num_tasks: int) -> "StreamState":
         if data.get("version") != STATE_VERSION or len(data.get("counts", ())) != num_tasks:
             raise ValueError(f"input state {dict(data)} does not fit this pipeline ({num_tasks} tasks)")
-        return cls(int(data["position"]), [int(c) for c in data["counts"]], int(data["batches_consumed"]))
+        return cls(int(data["position"]), [int(c) for c in data["counts"]], int(data["batches_consumed"]),
+                   int(data.get("window_offset", 0)), int(data.get("bucket_window", 0)))
 
 
 def _fits(used: tuple[int, int], example: tuple[np.ndarray, np.ndarray], lengths: tuple[int, int]) -> bool:
@@ -176,13 +180,22 @@ class TrainBatches(Iterator[dict]):
     """This process's rows of each global training batch; `state()` after each, O(1) resume."""
 
     def __init__(self, rows: list[TaskRows], rates: np.ndarray, feature_lengths: Mapping[str, int],
-                 global_batch_size: int, *, pack: bool, seed: int, state: Mapping | None = None):
+                 global_batch_size: int, *, pack: bool, seed: int, state: Mapping | None = None,
+                 bucket_window: int = 0):
+        """`bucket_window` > 0: batches sorted by length over windows of that many batches and padded
+        to length buckets (t5x_sbs.trainer.length_buckets), one unit a row: its rows packed together
+        (`pack`) or one example a row."""
         self.stream = _Stream(rows, rates, seed)
         self.lengths = (int(feature_lengths["inputs"]), int(feature_lengths["targets"]))
-        self.global_batch_size, self.pack = global_batch_size, pack
+        self.global_batch_size, self.pack, self.bucket_window = global_batch_size, pack, bucket_window
         self.rows_slice = local_rows(global_batch_size)
         self._state = (StreamState.from_json(state, len(rows)) if state
                        else StreamState(0, [0] * len(rows), 0))
+        if self._state.window_offset and self._state.bucket_window != bucket_window:
+            raise ValueError(f"input state {dict(state)} stopped inside a window of {self._state.bucket_window} "
+                             f"length-bucketed batches: resume with RunConfig.length_bucket_window = "
+                             f"{self._state.bucket_window} (now {bucket_window}), or batches would repeat or skip")
+        self._window: length_buckets.Window | None = None
 
     def state(self) -> dict:
         """The state after the last batch returned: pass it back as `state=` to continue from there."""
@@ -229,11 +242,44 @@ class TrainBatches(Iterator[dict]):
         self._state = state
         return closed + ([current] if current else [])
 
+    def _bucketed_layout(self) -> list[list[tuple[int, int]]]:
+        """The next batch of the current length-sorted window (drawn when the last one is used up)."""
+        start = self._state
+        if self._window is None or self._window.start_position != start.position:
+            self._window = length_buckets.draw_window(
+                start, draw=self._draw, row_lengths=lambda unit: self._row_lengths(self._unit_rows(unit)),
+                batch_rows=self.global_batch_size, window_batches=self.bucket_window, seed=self.stream.seed,
+                caps=self.lengths)
+        window = self._window
+        if start.window_offset + 1 < len(window.batches):
+            self._state = dataclasses.replace(start, counts=list(start.counts), window_offset=start.window_offset + 1)
+        else:
+            self._state = dataclasses.replace(window.end, counts=list(window.end.counts), window_offset=0)
+        self._state.batches, self._state.bucket_window = start.batches + 1, self.bucket_window
+        return [row for unit in window.batches[start.window_offset] for row in self._unit_rows(unit)]
+
+    def _unit_rows(self, unit: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """Length buckets: a unit's rows: packed together where they fit (`pack`), else one example each."""
+        rows: tuple = ([], [], (0, 0))
+        for ref in unit:
+            rows = self._place(rows, ref)
+        return rows[0] + [rows[1]]
+
+    def _row_lengths(self, rows: list[list]) -> list[tuple[int, int]]:
+        """(input, target) tokens of each row of (task, row) refs."""
+        return [(sum(len(self._example(ref)[0]) for ref in row), sum(len(self._example(ref)[1]) for ref in row))
+                for row in rows]
+
+    def _pack(self, rows: list[list], lengths: tuple[int, int]) -> dict[str, np.ndarray]:
+        return pack_rows(rows, lengths, pack=self.pack)
+
     def __next__(self) -> dict[str, np.ndarray]:
-        layout = self._layout()
+        layout = self._bucketed_layout() if self.bucket_window else self._layout()
+        lengths = self.lengths
+        if self.bucket_window:  # from the global batch, so every process pads its rows alike
+            lengths = length_buckets.batch_widths(self._row_lengths(layout), self.lengths)
         layout += [[] for _ in range(self.global_batch_size - len(layout))]  # empty rows: padding
-        layout = layout[self.rows_slice]
-        return pack_rows([[self._example(ref) for ref in row] for row in layout], self.lengths, pack=self.pack)
+        return self._pack([[self._example(ref) for ref in row] for row in layout[self.rows_slice]], lengths)
 
 
 def pack_rows(rows: list[list[tuple[np.ndarray, np.ndarray, int]]], lengths: tuple[int, int], *,
@@ -267,47 +313,13 @@ def pack_rows(rows: list[list[tuple[np.ndarray, np.ndarray, int]]], lengths: tup
 
 
 def train_batches(name: str, feature_lengths: Mapping[str, int], global_batch_size: int, *, pack: bool,
-                  seed: int, state: Mapping | None = None, use_cached: bool = False) -> TrainBatches:
+                  seed: int, state: Mapping | None = None, use_cached: bool = False,
+                  bucket_window: int = 0) -> TrainBatches:
     """The training iterator of a task or mixture (see the module docstring)."""
     members, rates = _tasks_and_rates(name)
     rows = [read_task_rows(t, feature_lengths, use_cached=use_cached) for t in members]
-    return TrainBatches(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state)
-
-
-class Prefetcher(Iterator):
-    """Calls `produce` (e.g. the next host batch with the input state after it: numpy only, no JAX
-    calls) on a background thread, `depth` items ahead; an exception there is raised by `next`."""
-
-    def __init__(self, produce, depth: int = 2):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(produce,), daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                return self._queue.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-
-    def _fill(self, produce) -> None:
-        try:
-            while not self._stop.is_set():
-                self._put(produce())
-        except BaseException as e:  # noqa: BLE001  re-raised on the consumer's thread
-            self._put(e)
-
-    def __next__(self):
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stops the thread and waits for it, so nothing it runs outlives the loop that used it."""
-        self._stop.set()
-        self._thread.join(timeout=60)
+    return TrainBatches(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state,
+                        bucket_window=bucket_window)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -52,6 +52,12 @@ class MetricsLogger:
         # a bar on a terminal, a line every T5X_SBS_PROGRESS_SECONDS in a log file
         self.bar = progress(total_steps, initial=initial_step, disable=not self.primary, desc="train", unit="step")
         self._last = (initial_step, time.perf_counter())
+        self._off_nominal = [0.0, 0.0]  # tokens, FLOPs of steps not of the nominal shape (length buckets)
+
+    def count_step(self, tokens: int, flops: float) -> None:
+        """A step of another shape than the nominal one: throughput counts its own tokens and FLOPs."""
+        self._off_nominal[0] += tokens - self.tokens_per_step
+        self._off_nominal[1] += flops - self.flops_per_step
 
     def throughput(self, step: int) -> dict[str, float]:
         """tokens/s and MFU since the previous call."""
@@ -60,9 +66,12 @@ class MetricsLogger:
         self._last = (step, now)
         seconds = max(now - last_time, 1e-9)
         steps = max(step - last_step, 0)
-        out = {"tokens_per_second": self.tokens_per_step * steps / seconds, "seconds_per_step": seconds / max(steps, 1)}
+        (tokens, flops), self._off_nominal = self._off_nominal, [0.0, 0.0]
+        tokens += self.tokens_per_step * steps
+        flops += self.flops_per_step * steps
+        out = {"tokens_per_second": tokens / seconds, "seconds_per_step": seconds / max(steps, 1)}
         if self.peak:
-            out["mfu"] = self.flops_per_step * steps / seconds / (jax.device_count() * self.peak)
+            out["mfu"] = flops / seconds / (jax.device_count() * self.peak)
         return out
 
     def write(self, step: int, metrics: Mapping[str, Any], *, prefix: str = "") -> None:

@@ -101,8 +101,10 @@ class SharedEncoderBatches(input_pipeline.TrainBatches):
     """TrainBatches whose unit is one shared example per (label row, rationale row) pair."""
 
     def __init__(self, rows, rates, feature_lengths: Mapping[str, int], global_batch_size: int, *,
-                 rationale_prefix: Sequence[int], pack: bool, seed: int, state: Mapping | None = None):
-        super().__init__(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state)
+                 rationale_prefix: Sequence[int], pack: bool, seed: int, state: Mapping | None = None,
+                 bucket_window: int = 0):
+        super().__init__(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state,
+                         bucket_window=bucket_window)
         self.prefix = np.asarray(rationale_prefix, np.int32)
         if not len(self.prefix):
             raise ValueError(f"LOSS_MODE='{LOSS_MODE}': the rationale prefix is empty; the decoder needs it "
@@ -122,11 +124,8 @@ class SharedEncoderBatches(input_pipeline.TrainBatches):
         prefix = self.prefix if len(rationale) else self.prefix[:0]
         return shared_example(rows.inputs[label_row], label, rationale, prefix)
 
-    def __next__(self) -> dict[str, np.ndarray]:
-        layout = self._layout()
-        layout += [[] for _ in range(self.global_batch_size - len(layout))]  # empty rows: padding
-        rows = [[self._example(ref) for ref in row] for row in layout[self.rows_slice]]
-        return pack_shared_rows(rows, self.lengths, len(self.prefix))
+    def _pack(self, rows: list[list[SharedExample]], lengths: tuple[int, int]) -> dict[str, np.ndarray]:
+        return pack_shared_rows(rows, lengths, len(self.prefix))
 
 
 def rationale_prefix_tokens(task) -> np.ndarray:
@@ -136,9 +135,10 @@ def rationale_prefix_tokens(task) -> np.ndarray:
 
 
 def train_batches(name: str, feature_lengths: Mapping[str, int], global_batch_size: int, *, pack: bool,
-                  seed: int, state: Mapping | None = None, use_cached: bool = False) -> SharedEncoderBatches:
+                  seed: int, state: Mapping | None = None, use_cached: bool = False,
+                  bucket_window: int = 0) -> SharedEncoderBatches:
     """The shared-encoder training iterator of a paired task (input_pipeline.train_batches' contract)."""
     members, rates = input_pipeline._tasks_and_rates(name)
     rows = [input_pipeline.read_task_rows(t, feature_lengths, use_cached=use_cached) for t in members]
     return SharedEncoderBatches(rows, rates, feature_lengths, global_batch_size, pack=pack, seed=seed, state=state,
-                                rationale_prefix=rationale_prefix_tokens(members[0]))
+                                rationale_prefix=rationale_prefix_tokens(members[0]), bucket_window=bucket_window)

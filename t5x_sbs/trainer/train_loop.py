@@ -15,6 +15,7 @@ import jax
 from t5x_sbs import checkpoints
 from t5x_sbs.checkpoints import initial_params, model_files
 from t5x_sbs.trainer import evaluation, input_pipeline, preemption, shared_encoder
+from t5x_sbs.trainer import prefetch as prefetch_lib
 # Looked up in this module at call time: tests and benchmarks wrap train_loop.build.
 from t5x_sbs.trainer.builder import build, resolve_vocabulary
 from t5x_sbs.trainer.configs import RunConfig, TrainConfigs
@@ -50,7 +51,8 @@ def _train_batches(run: RunConfig, task: str, data_state: dict | None):
     legacy = data_state is not None and "version" not in data_state
     make = shared_encoder.train_batches if run.loss_mode == shared_encoder.LOSS_MODE else input_pipeline.train_batches
     batches = make(task, run.task_feature_lengths, run.batch_size, pack=run.pack, seed=run.seed,
-                   state=None if legacy else data_state, use_cached=run.use_cached)
+                   state=None if legacy else data_state, use_cached=run.use_cached,
+                   bucket_window=run.length_bucket_window)
     if legacy:
         count = int(data_state["batches_consumed"])
         log.warning("checkpoint input state %s has no stream position: replaying %d batches", data_state, count)
@@ -169,6 +171,12 @@ class _LaggedMetrics:
             self.logger.write(step, self.last)
 
 
+def _count_bucketed_step(logger: MetricsLogger, run: RunConfig, param_shapes, host_batch) -> None:
+    """Length buckets: tokens/s and MFU count the step's own widths, not the feature lengths."""
+    widths = host_batch["encoder_input_tokens"].shape[1], host_batch["decoder_target_tokens"].shape[1]
+    logger.count_step(run.batch_size * sum(widths), flops_per_step(param_shapes, run.batch_size, *widths))
+
+
 def _needs_sync(run: RunConfig, evaluator: _Evaluator, step: int) -> bool:
     return step == run.train_steps or evaluator.due(step) or step % run.interval("checkpoint") == 0
 
@@ -189,17 +197,17 @@ def train(configs: TrainConfigs) -> dict:
     state, data_state = _start_state(run, trainer, manager)
     step = int(state.step)
     batches = _train_batches(run, task, data_state)
-    lengths = run.task_feature_lengths
+    lengths, param_shapes = run.task_feature_lengths, trainer.abstract_state().params
     logger = MetricsLogger(run.model_dir, tokens_per_step=run.batch_size * (lengths["inputs"] + lengths["targets"]),
-                           flops_per_step=flops_per_step(trainer.abstract_state().params, run.batch_size,
-                                                         lengths["inputs"], lengths["targets"]),
+                           flops_per_step=flops_per_step(param_shapes, run.batch_size, lengths["inputs"],
+                                                         lengths["targets"]),
                            peak_flops_per_device=run.peak_flops_per_device, total_steps=run.train_steps, initial_step=step)
     evaluator = _Evaluator(run, trainer, part, manager, logger)
     lagged, finished = _LaggedMetrics(run, manager, logger), step >= run.train_steps
     # The next host batches are built on a thread while the current step runs; every JAX call
     # (placing them on the devices included) stays on the main thread.
     produce = lambda: (next(batches), batches.state())  # noqa: E731
-    prefetch = input_pipeline.Prefetcher(produce, run.prefetch_batches) if run.prefetch_batches else None
+    prefetch = prefetch_lib.Prefetcher(produce, run.prefetch_batches) if run.prefetch_batches else None
     stop_before_test = False
     try:
         with preemption.PreemptionGuard() as guard, part.activation_context():
@@ -207,6 +215,8 @@ def train(configs: TrainConfigs) -> dict:
                 host_batch, data_state = next(prefetch) if prefetch else produce()
                 state, metrics = trainer.train_step(state, part.global_batch(host_batch), trainer.base_rng)
                 step += 1
+                if run.length_bucket_window:
+                    _count_bucketed_step(logger, run, param_shapes, host_batch)
                 lagged.push(step, metrics)
                 preempted = guard.should_stop(step)
                 if not (preempted or _needs_sync(run, evaluator, step)):
