@@ -128,6 +128,13 @@ def test_resume_inside_a_window_is_exact(taken):
             _bucketed(rows, state=state, window=4)
 
 
+def test_a_step_by_step_mixture_in_buckets_is_warned_about():
+    assert "different batches" in length_buckets.layout_warning("mixture", "svamp_sbs_llm")
+    assert length_buckets.layout_warning("mixture", "svamp_label_llm") is None  # one task: nothing to split
+    assert length_buckets.layout_warning("paired", "svamp_sbs_llm_paired") is None
+    assert length_buckets.layout_warning("shared_encoder", "svamp_sbs_llm_paired") is None
+
+
 @pytest.mark.shared_data
 def test_gin_run_trains_resumes_and_counts_its_own_widths(tmp_path, shared_data):
     from test_trainer_loop import read_jsonl, run_train, svamp_bindings

@@ -26,6 +26,16 @@ SMALLEST_BUCKET = 8
 WINDOW_SEED_STREAM = 2  # input_pipeline seeds the task mix with stream 0 and the permutations with 1
 
 
+def layout_warning(loss_mode: str, task_name: str) -> str | None:
+    """Why buckets suit this run's layout badly, or None. A step-by-step *mixture* draws label rows
+    and rationale rows as separate units; sorting by length puts them in different batches."""
+    if loss_mode == "mixture" and "_sbs_" in task_name:
+        return (f"length buckets sort {task_name}'s label rows and rationale rows into different batches "
+                "(their targets differ in length), so a step sees mostly one task: LOSS_MODE='paired' or "
+                "'shared_encoder' keeps an example's two targets in one batch row")
+    return None
+
+
 def bucket_lengths(cap: int) -> list[int]:
     """8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... below `cap`, then `cap`: four a doubling, each at
     most 1.25× the one before."""

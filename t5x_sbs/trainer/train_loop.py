@@ -14,7 +14,7 @@ import jax
 
 from t5x_sbs import checkpoints
 from t5x_sbs.checkpoints import initial_params, model_files
-from t5x_sbs.trainer import evaluation, input_pipeline, preemption, shared_encoder
+from t5x_sbs.trainer import evaluation, input_pipeline, length_buckets, preemption, shared_encoder
 from t5x_sbs.trainer import prefetch as prefetch_lib
 # Looked up in this module at call time: tests and benchmarks wrap train_loop.build.
 from t5x_sbs.trainer.builder import build, resolve_vocabulary
@@ -49,6 +49,9 @@ def _train_batches(run: RunConfig, task: str, data_state: dict | None):
     """The training iterator, positioned after the batches a resumed run already consumed. An
     input state from before the index-based pipeline (only a batch count) is replayed."""
     legacy = data_state is not None and "version" not in data_state
+    warning = run.length_bucket_window and length_buckets.layout_warning(run.loss_mode, task)
+    if warning:
+        log.warning(warning)
     make = shared_encoder.train_batches if run.loss_mode == shared_encoder.LOSS_MODE else input_pipeline.train_batches
     batches = make(task, run.task_feature_lengths, run.batch_size, pack=run.pack, seed=run.seed,
                    state=None if legacy else data_state, use_cached=run.use_cached,
