@@ -35,8 +35,8 @@ def test_window_sorts_by_length_keeps_units_whole_and_shuffles_batch_order():
     buckets = [[length_buckets.bucket_for(units[u][0][1], 64) for u in b] for b in batches]
     spans = sorted((min(b), max(b)) for b in buckets)
     assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
-    in_order = length_buckets.cut_window(units, 8, np.random.default_rng(1), (64, 64))
-    assert batches == in_order  # the seed decides the order
+    again = length_buckets.cut_window(units, 8, np.random.default_rng(1), (64, 64))
+    assert batches == again  # the seed decides the order
     assert batches != length_buckets.cut_window(units, 8, np.random.default_rng(2), (64, 64))
     with pytest.raises(ValueError, match="BATCH_SIZE=1 rows cannot hold one example's 2 rows"):
         length_buckets.cut_window(units, 1, np.random.default_rng(1), (64, 64))
