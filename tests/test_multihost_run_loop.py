@@ -3,7 +3,8 @@
 decode evaluation trains to the end, sees the same global batches (per-step losses equal), both
 hosts report the same validation metrics and best step, SIGTERM + resume equals an uninterrupted
 run, eval and infer give one answer with every prediction written; FSDP and FSDP+TP on 2 x 2
-devices finish too, and so do length-bucketed batches. A missing peer fails within the start-up timeout, naming it."""
+devices finish too; length-bucketed batches give one process's losses. A missing peer fails
+within the start-up timeout, naming it."""
 from __future__ import annotations
 
 import json
