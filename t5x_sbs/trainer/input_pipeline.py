@@ -242,8 +242,9 @@ class TrainBatches(Iterator[dict]):
         self._state = state
         return closed + ([current] if current else [])
 
-    def _bucketed_layout(self) -> list[list[tuple[int, int]]]:
-        """The next batch of the current length-sorted window (drawn when the last one is used up)."""
+    def _bucketed_layout(self) -> tuple[list[list[tuple[int, int]]], tuple[int, int]]:
+        """The next batch of the current length-sorted window (drawn when the last one is used up),
+        and its (input, target) widths."""
         start = self._state
         if self._window is None or self._window.start_position != start.position:
             self._window = length_buckets.draw_window(
@@ -256,7 +257,8 @@ class TrainBatches(Iterator[dict]):
         else:
             self._state = dataclasses.replace(window.end, counts=list(window.end.counts), window_offset=0)
         self._state.batches, self._state.bucket_window = start.batches + 1, self.bucket_window
-        return [row for unit in window.batches[start.window_offset] for row in self._unit_rows(unit)]
+        rows = [row for unit in window.batches[start.window_offset] for row in self._unit_rows(unit)]
+        return rows, window.widths[start.window_offset]
 
     def _unit_rows(self, unit: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
         """Length buckets: a unit's rows: packed together where they fit (`pack`), else one example each."""
@@ -267,17 +269,18 @@ class TrainBatches(Iterator[dict]):
 
     def _row_lengths(self, rows: list[list]) -> list[tuple[int, int]]:
         """(input, target) tokens of each row of (task, row) refs."""
-        return [(sum(len(self._example(ref)[0]) for ref in row), sum(len(self._example(ref)[1]) for ref in row))
-                for row in rows]
+        out = []
+        for row in rows:
+            examples = [self._example(ref) for ref in row]
+            out.append((sum(len(e[0]) for e in examples), sum(len(e[1]) for e in examples)))
+        return out
 
     def _pack(self, rows: list[list], lengths: tuple[int, int]) -> dict[str, np.ndarray]:
         return pack_rows(rows, lengths, pack=self.pack)
 
     def __next__(self) -> dict[str, np.ndarray]:
-        layout = self._bucketed_layout() if self.bucket_window else self._layout()
-        lengths = self.lengths
-        if self.bucket_window:  # from the global batch, so every process pads its rows alike
-            lengths = length_buckets.batch_widths(self._row_lengths(layout), self.lengths)
+        # Bucket widths come from the global batch, so every process pads its rows alike.
+        layout, lengths = self._bucketed_layout() if self.bucket_window else (self._layout(), self.lengths)
         layout += [[] for _ in range(self.global_batch_size - len(layout))]  # empty rows: padding
         return self._pack([[self._example(ref) for ref in row] for row in layout[self.rows_slice]], lengths)
 

@@ -84,10 +84,12 @@ def cut_window(unit_lengths: Sequence[Sequence[tuple[int, int]]], batch_rows: in
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """W batches' units drawn from `start`, as batches of units, and the stream state after them."""
+    """W batches' units drawn from `start`, as batches of units with their (input, target) widths,
+    and the stream state after them."""
 
     start_position: int
     batches: list[list[list]]  # batch -> unit -> (task, row) refs
+    widths: list[tuple[int, int]]  # per batch: the buckets of its longest input and target
     end: object  # input_pipeline.StreamState after the window's draws
 
 
@@ -110,4 +112,5 @@ def draw_window(start, *, draw: Callable, row_lengths: Callable, batch_rows: int
         rows += len(unit_lengths)
     rng = np.random.default_rng([seed, WINDOW_SEED_STREAM, start.position])
     order = cut_window(lengths, batch_rows, rng, caps)
-    return Window(start.position, [[units[u] for u in batch] for batch in order], state)
+    return Window(start.position, [[units[u] for u in batch] for batch in order],
+                  [batch_widths([row for u in batch for row in lengths[u]], caps) for batch in order], state)

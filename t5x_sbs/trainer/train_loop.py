@@ -5,6 +5,7 @@ gin once by the entry point) and builds everything from them (t5x_sbs.trainer.bu
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -174,10 +175,11 @@ class _LaggedMetrics:
             self.logger.write(step, self.last)
 
 
-def _count_bucketed_step(logger: MetricsLogger, run: RunConfig, param_shapes, host_batch) -> None:
-    """Length buckets: tokens/s and MFU count the step's own widths, not the feature lengths."""
+def _count_bucketed_step(logger: MetricsLogger, run: RunConfig, step_flops, host_batch) -> None:
+    """Length buckets: tokens/s and MFU count the step's own widths, not the feature lengths.
+    `step_flops(input_width, target_width)`: flops_per_step of the run's params and batch size."""
     widths = host_batch["encoder_input_tokens"].shape[1], host_batch["decoder_target_tokens"].shape[1]
-    logger.count_step(run.batch_size * sum(widths), flops_per_step(param_shapes, run.batch_size, *widths))
+    logger.count_step(run.batch_size * sum(widths), step_flops(*widths))
 
 
 def _needs_sync(run: RunConfig, evaluator: _Evaluator, step: int) -> bool:
@@ -200,10 +202,12 @@ def train(configs: TrainConfigs) -> dict:
     state, data_state = _start_state(run, trainer, manager)
     step = int(state.step)
     batches = _train_batches(run, task, data_state)
-    lengths, param_shapes = run.task_feature_lengths, trainer.abstract_state().params
+    lengths = run.task_feature_lengths
+    # Counting params walks the whole tree: once per (input, target) width pair, not every step.
+    step_flops = functools.lru_cache(maxsize=None)(
+        functools.partial(flops_per_step, trainer.abstract_state().params, run.batch_size))
     logger = MetricsLogger(run.model_dir, tokens_per_step=run.batch_size * (lengths["inputs"] + lengths["targets"]),
-                           flops_per_step=flops_per_step(param_shapes, run.batch_size, lengths["inputs"],
-                                                         lengths["targets"]),
+                           flops_per_step=step_flops(lengths["inputs"], lengths["targets"]),
                            peak_flops_per_device=run.peak_flops_per_device, total_steps=run.train_steps, initial_step=step)
     evaluator = _Evaluator(run, trainer, part, manager, logger)
     lagged, finished = _LaggedMetrics(run, manager, logger), step >= run.train_steps
@@ -219,7 +223,7 @@ def train(configs: TrainConfigs) -> dict:
                 state, metrics = trainer.train_step(state, part.global_batch(host_batch), trainer.base_rng)
                 step += 1
                 if run.length_bucket_window:
-                    _count_bucketed_step(logger, run, param_shapes, host_batch)
+                    _count_bucketed_step(logger, run, step_flops, host_batch)
                 lagged.push(step, metrics)
                 preempted = guard.should_stop(step)
                 if not (preempted or _needs_sync(run, evaluator, step)):
