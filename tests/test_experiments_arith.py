@@ -51,7 +51,8 @@ def test_rationale_chains_evaluate_to_the_label(tmp_path):
 
 
 def test_difficulty_knobs_bound_operands_and_values():
-    data = arith.generate(seed=5, sizes={"train": 300}, max_value=40, max_operand=7, ops="+-*")
+    data = arith.generate(seed=5, sizes={"train": 300},
+                          difficulty=arith.Difficulty(max_value=40, max_operand=7, ops="+-*"))
     steps = [s for p in data["train"] for s in p.steps]
     assert {s.op for s in steps} == {"+", "-", "*"}
     for problem in data["train"]:
@@ -87,4 +88,4 @@ def test_bad_inputs_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="non-negative"):
         arith.generate(seed=0, sizes={"train": -1})
     with pytest.raises(ValueError, match="ops '/'"):
-        arith.generate(seed=0, sizes={"train": 1}, ops="/")
+        arith.generate(seed=0, sizes={"train": 1}, difficulty=arith.Difficulty(ops="/"))

@@ -151,12 +151,11 @@ def _random_problem(rng: random.Random, num_steps: int, max_value: int, max_oper
     return " ".join(sentences), start, tuple(steps)
 
 
-def generate(seed: int = 0, sizes: dict[str, int] | None = None, min_steps: int = 2, max_steps: int = 3,
-             max_value: int = MAX_VALUE, max_operand: int = MAX_OPERAND,
-             ops: str = DEFAULT_OPS) -> dict[str, list[Problem]]:
+def generate(seed: int = 0, sizes: dict[str, int] | None = None,
+             difficulty: Difficulty = Difficulty()) -> dict[str, list[Problem]]:
     """Unique problems per split; the split order is fixed so seeds reproduce exactly."""
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    Difficulty(min_steps, max_steps, max_value, max_operand, ops).check()
+    difficulty.check()
     unknown = set(sizes) - set(SPLITS)
     if unknown or any(not isinstance(n, int) or n < 0 for n in sizes.values()):
         raise ValueError(f"sizes {sizes}: expected non-negative ints for splits {SPLITS}")
@@ -170,8 +169,9 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None, min_steps: int 
             attempts += 1
             if attempts > 100 * max(1, sizes[split]):
                 raise ValueError(f"cannot draw {sizes[split]} unique {split} problems; use fewer")
-            question, start, steps = _random_problem(rng, rng.randint(min_steps, max_steps), max_value,
-                                                      max_operand, ops)
+            question, start, steps = _random_problem(
+                rng, rng.randint(difficulty.min_steps, difficulty.max_steps), difficulty.max_value,
+                difficulty.max_operand, difficulty.ops)
             if question in seen:
                 continue
             seen.add(question)
@@ -181,12 +181,11 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None, min_steps: int 
 
 
 def write_splits(out_dir: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | None = None,
-                 **difficulty) -> dict[str, str]:
-    """Writes `{split}.jsonl` (fields id, question, rationale, answer); returns split -> path.
-    `difficulty`: generate()'s min_steps, max_steps, max_value, max_operand, ops."""
+                 difficulty: Difficulty = Difficulty()) -> dict[str, str]:
+    """Writes `{split}.jsonl` (fields id, question, rationale, answer); returns split -> path."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
-    for split, problems in generate(seed, sizes, **difficulty).items():
+    for split, problems in generate(seed, sizes, difficulty).items():
         path = os.path.join(os.fspath(out_dir), f"{split}.jsonl")
         with open(path, "w", encoding="utf-8") as f:
             for problem in problems:

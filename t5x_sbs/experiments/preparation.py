@@ -79,8 +79,7 @@ def prepare_data(settings: DataSettings, say: Say = say_line) -> str:
     data_dir = os.path.join(settings.out_dir, "data")
     sizes = {"train": settings.train_size, "validation": max(1, int(0.6 * settings.eval_size)),
              "test": settings.eval_size}
-    difficulty = dataclasses.asdict(settings.arith_difficulty)
-    paths = arith.write_splits(data_dir, seed=settings.seed, sizes=sizes, **difficulty)
+    paths = arith.write_splits(data_dir, seed=settings.seed, sizes=sizes, difficulty=settings.arith_difficulty)
     say(f"[1/5] built-in task: {sizes} arithmetic word problems ({settings.arith_difficulty}) -> {data_dir}")
     sample = next(arith.read_split(paths["train"]))
     say(f"      e.g. Q: {sample['question']}\n           rationale: {sample['rationale']}  label: {sample['answer']}")
