@@ -28,8 +28,14 @@ def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
     same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
     assert demo_axes.same_budget([same], axes) == [same]
     with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
-                                         r"patience 2, not 3000, 4: give another --rows"):
+                                         r"patience 2, length_bucket_window 0, not 3000, 4, 0: give another --rows"):
         demo_axes.same_budget([same, {**same, "seed": 1, "train_steps": 2000, "patience": 2}], axes)
+    # rows of packed batches (no window recorded: written before the option) are not bucketed ones
+    bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4,
+                                    length_bucket_window=32)
+    assert demo_axes.same_budget([{**same, "length_bucket_window": 32}], bucketed)
+    with pytest.raises(ValueError, match=r"runs/b/rows.jsonl:1: .* length_bucket_window 0, not 3000, 4, 32"):
+        demo_axes.same_budget([same], bucketed)
 
 
 def _row(method, seed, correct, fraction=None, weight=None, patience=2):
@@ -71,6 +77,25 @@ def test_report_pairs_like_labels_across_fractions_and_lambda(tmp_path, capsys):
     patience_4 = f"| Distilling step-by-step (gold labels + teacher rationales) | 1 | {four} | "
     assert printed.count(patience_4) == 1 and "(n=1) | – |" in printed.split(patience_4)[1].splitlines()[0]
     assert str(half) in printed
+
+
+def test_length_bucketed_students_are_not_pooled_with_packed_ones(tmp_path):
+    rng = np.random.default_rng(1)
+    answers = lambda p: (rng.random(100) < p).tolist()  # noqa: E731
+    packed = [_row("standard_finetune", s, answers(0.4), 1.0, 0.0) for s in range(3)]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": packed}))
+    bucketed = [{**_row(m, s, answers(0.5), 1.0), "length_bucket_window": 32}
+                for m in ("standard_finetune", "sbs_gold@shared_encoder") for s in range(2)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bucketed))
+    by_group = axes_report.groups(axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl")))
+    packed_budget, bucket_budget = "≤ 2000 steps, patience 2", "≤ 2000 steps, patience 2, length buckets 32"
+    assert {tuple(g): len(rows) for g, rows in by_group.items()} == {
+        ("standard_finetune", 1.0, 0.0, packed_budget): 3, ("standard_finetune", 1.0, 0.0, bucket_budget): 2,
+        ("sbs_gold@shared_encoder", 1.0, 1.0, bucket_budget): 2}
+    # the bucketed step-by-step students are paired with the bucketed finetuning ones only
+    (what, difference), = axes_report.comparisons(by_group)
+    assert what == f"sbs_gold@shared_encoder 100 % λ 1 ({bucket_budget}) − standard_finetune 100 %"
+    assert difference == axes_report.paired(bucketed[2:], bucketed[:2])
 
 
 def test_report_without_the_demo_names_the_missing_file(tmp_path):

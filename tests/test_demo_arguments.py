@@ -52,6 +52,28 @@ def test_demo_seeds_are_normalised(tmp_path):
     assert parser.parse_args([]).early_stopping_patience == 4 and parser.parse_args([]).jobs == 0
 
 
+def test_demo_length_buckets_reach_the_students_runs(tmp_path):
+    from t5x_sbs.cli import demo as demo_cli
+    from t5x_sbs.experiments import demo
+    from t5x_sbs.user_errors import OneLineArgumentParser
+
+    parser = OneLineArgumentParser()
+    demo_cli.add_arguments(parser)
+    config = demo_cli.config_from_args(parser.parse_args(["--length_bucket_window", "0"]))
+    spec = demo.student_spec(config, "sbs_gold", 0, "spm", str(tmp_path), (), demo.Student("", None, "spm"))
+    assert (config.length_bucket_window, spec.length_bucket_window) == (0, 0)
+    assert "packed rows" in demo.layout(config)
+    default = demo_cli.config_from_args(parser.parse_args([]))
+    assert (default.length_bucket_window, default.sbs_loss_mode) == (32, "shared_encoder")
+    # --sbs_loss_mode lays out the step-by-step students only; a standard task has one row an example
+    config = demo_cli.config_from_args(parser.parse_args(["--sbs_loss_mode", "paired"]))
+    modes = {m: demo.student_spec(config, m, 0, "spm", str(tmp_path), (), demo.Student("", None, "spm")).loss_mode
+             for m in ("sbs_gold", "sbs_teacher", "standard_finetune", "standard_distill")}
+    assert modes == {"sbs_gold": "paired", "sbs_teacher": "paired", "standard_finetune": "mixture",
+                     "standard_distill": "mixture"}
+    assert "buckets (window 16" in demo.layout(dataclasses.replace(config, length_bucket_window=16))
+
+
 @pytest.mark.parametrize("mode", ["first", "vote", "all"])
 def test_demo_samples_mode_reaches_the_tasks(tmp_path, mode):
     """`--samples_mode` (with `--teacher_args '--samples 5'`) becomes the tasks' store reading:

@@ -47,6 +47,11 @@ def test_cell_configs_equal_the_demo_gin_recipe():
     assert task_config.data_options().fraction == 0.25
 
 
+def test_a_cell_with_length_buckets_trains_on_them():
+    assert runner.train_configs(SPEC).run.length_bucket_window == 0
+    assert runner.train_configs(dataclasses.replace(SPEC, length_bucket_window=32)).run.length_bucket_window == 32
+
+
 def test_sweep_bindings_override_the_built_configs_and_end_with_the_cell():
     spec = dataclasses.replace(SPEC, bindings=(
         "T5Config.dtype = 'bfloat16'", "T5Config.vocab_size = 384", "RunConfig.log_every = 7",

@@ -12,6 +12,7 @@ from t5x_sbs.cli import rationales as rationales_cli
 from t5x_sbs.data import arith
 from t5x_sbs.experiments import demo, tables
 from t5x_sbs.experiments.preparation import PreparationError
+from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.teacher import annotation
 from t5x_sbs.user_errors import (OneLineArgumentParser, int_list, non_negative_float, non_negative_int,
                                  positive_float, positive_int)
@@ -19,6 +20,8 @@ from t5x_sbs.user_errors import (OneLineArgumentParser, int_list, non_negative_f
 
 JOBS_HELP = ("students trained at a time, each in its own process pinned to its share of the CPU cores "
              "(0: one per core on a CPU, 1 on an accelerator; 1 keeps them in this process)")
+BUCKETS_HELP = ("W > 0: students train on length-bucketed batches (one example a row, W batches sorted by length "
+                "together, RunConfig.length_bucket_window); 0: packed rows")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shared: ../shared/data's train text + the task's train inputs; task: the task's train inputs only")
     add("--pretrain_dir", default=default.pretrain_dir, help="pretrained students, one per settings hash (reused)")
     add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
+    add("--length_bucket_window", type=non_negative_int, default=default.length_bucket_window, help=BUCKETS_HELP)
+    add("--sbs_loss_mode", choices=LOSS_MODES, default=default.sbs_loss_mode, help=(
+        "step-by-step students: mixture (label and rationale rows apart), paired (an example's two rows in one "
+        "batch) or shared_encoder (the input encoded once, both targets decoded from it)"))
     add("--quick", action="store_true", help=(
         "a smaller version: 600 train / 200 test problems, students of at most 300 steps "
         "(validation every 50, patience 2), 200 pretraining steps on the task's own text only (no "
@@ -99,7 +106,8 @@ def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
         early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
         pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,
-        pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode, jobs=args.jobs)
+        pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode, jobs=args.jobs,
+        length_bucket_window=args.length_bucket_window, sbs_loss_mode=args.sbs_loss_mode)
     return config.quick() if args.quick else config
 
 

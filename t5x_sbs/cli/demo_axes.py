@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from t5x_sbs.cli.demo import JOBS_HELP
+from t5x_sbs.cli.demo import BUCKETS_HELP, JOBS_HELP
 from t5x_sbs.experiments import axes_report, demo_axes, tables
 from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.user_errors import int_list, non_negative_int, positive_int
@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rows", default=default.rows)
     add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
     add("--model_gin", default=default.model_gin, help="the demo's student model (its --model_gin)")
+    add("--length_bucket_window", type=non_negative_int, default=default.length_bucket_window, help=BUCKETS_HELP)
     add("--report", action="store_true",
         help="train nothing: print the demo's and the rows' table with paired differences")
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
         seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
         train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows,
-        jobs=args.jobs, model_gin=args.model_gin)
+        jobs=args.jobs, model_gin=args.model_gin, length_bucket_window=args.length_bucket_window)
     try:
         student = demo_axes.find_student(args.pretrained, args.model_gin)
     except ValueError as e:

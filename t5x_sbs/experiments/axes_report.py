@@ -7,8 +7,8 @@ labels* (gold: finetuning, teacher: distillation):
 - at 100 % data, for fractions below it (the paper's "step-by-step on less data matches
   finetuning on all of it");
 - against the demo's λ at the same fraction, for every other λ.
-Only students trained on the same budget (step cap and early-stopping patience) are grouped or
-paired: a longer budget is another row of the table. Nothing here selects on test: each
+Only students trained on the same budget (step cap, early-stopping patience and batch layout:
+packed rows or length buckets) are grouped or paired: another budget is another row of the table. Nothing here selects on test: each
 student's test answers are those of its validation-selected checkpoint, and groups are compared
 as trained.
 """
@@ -35,7 +35,9 @@ class Group(NamedTuple):
 
 
 def budget(row: dict) -> str:
-    return f"≤ {row['train_steps']} steps, patience {row['patience']}"
+    """Step cap, patience and batch layout: students differing in any of these are not pooled."""
+    window = row.get("length_bucket_window", 0)  # rows from before the option: packed rows
+    return f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
 
 
 def load_rows(demo_dir: str, rows_path: str) -> list[dict]:

@@ -81,6 +81,12 @@ class DemoConfig:
     pretrain_dir: str = "runs/pretrained"
     samples_mode: str = "first"  # tasks.config.teacher_reading.samples: first | vote | all
     jobs: int = 0  # students trained at a time, each in its own process (0: workers.default_jobs())
+    # One example a row, so every method sees batch_size examples a step: packed rows gave finetuning
+    # 2.6x the examples a step of step-by-step (README, The main job); 0: packed rows.
+    length_bucket_window: int = 32
+    # How step-by-step students lay out label + rationale (names.LOSS_MODES): in buckets, one encoder
+    # pass scored above two rows on validation (README, Length buckets and the shared encoder).
+    sbs_loss_mode: str = "shared_encoder"
 
     def quick(self) -> "DemoConfig":
         return dataclasses.replace(self, **QUICK)
@@ -106,6 +112,7 @@ class Student:
 def student_spec(config: DemoConfig, method: str, seed: int, spm_path: str, data_dir: str,
                  bindings: tuple[str, ...], student: Student) -> runner.TrainSpec:
     mixture_method, source = tables.check_method(method)
+    loss_mode = config.sbs_loss_mode if mixture_method == "sbs" else "mixture"  # a standard task has one row
     return runner.TrainSpec(
         model_dir=os.path.join(config.out_dir, "models", f"{method}_seed{seed}"),
         mixture=mixture_name(config.dataset, mixture_method, source),
@@ -114,7 +121,8 @@ def student_spec(config: DemoConfig, method: str, seed: int, spm_path: str, data
         feature_lengths=(("inputs", config.inputs_length), ("targets", config.targets_length)),
         rationale_weight=config.rationale_weight, seed=seed, eval_every=config.eval_every,
         learning_rate=config.learning_rate, initial_checkpoint=student.initial_checkpoint,
-        vocab_size=student.vocab_rows, early_stopping_patience=config.early_stopping_patience, bindings=bindings)
+        vocab_size=student.vocab_rows, early_stopping_patience=config.early_stopping_patience,
+        length_bucket_window=config.length_bucket_window, loss_mode=loss_mode, bindings=bindings)
 
 
 def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, data_dir: str,
@@ -126,10 +134,17 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
         scores = runner.train_and_score(spec)
     row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
-           "pretrained": student.initial_checkpoint, "jobs": config.jobs, **scores}
+           "pretrained": student.initial_checkpoint, "jobs": config.jobs, "loss_mode": spec.loss_mode, **scores}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row
+
+
+def layout(config: DemoConfig) -> str:
+    """How the students' batches are laid out, in words (the run's banner and results.md)."""
+    rows = (f"length buckets (window {config.length_bucket_window}, one example a row)"
+            if config.length_bucket_window else "packed rows")
+    return f"{rows}; step-by-step as {config.sbs_loss_mode}"
 
 
 def student_bindings(config: DemoConfig, data_dir: str, store: str) -> tuple[str, ...]:
@@ -225,7 +240,7 @@ def write_outputs(config: DemoConfig, rows: list[dict], answer: dict, teacher_st
     md += "\n\n" + majority_baseline(config, data_dir)
     paths = {k: os.path.join(config.out_dir, f"results.{k}") for k in ("md", "csv", "png", "json")}
     with open(paths["md"], "w", encoding="utf-8") as f:
-        f.write(f"# Demo results ({config.dataset}, teacher {config.teacher})\n\n{md}\n\n"
+        f.write(f"# Demo results ({config.dataset}, teacher {config.teacher}; {layout(config)})\n\n{md}\n\n"
                 f"HF export answer: {answer['question']!r} -> {answer['answer']!r} (gold {answer['gold']!r})\n")
     tables.write_csv(rows, paths["csv"])
     plots.plot_methods_bar(rows, paths["png"], f"{config.dataset}: test accuracy from the label prefix")
@@ -281,7 +296,8 @@ def run_demo(config: DemoConfig, say: Say = say_line) -> None:
     spm_path = student.spm_path
     jobs = config.jobs or workers.default_jobs()
     say(f"[3/5] training {len(config.methods)} students x {len(config.seeds)} seeds ({config.model_gin}, at most "
-        f"{config.train_steps} steps, early stopping patience {config.early_stopping_patience}, batch {config.batch_size}), "
+        f"{config.train_steps} steps, early stopping patience {config.early_stopping_patience}, batch {config.batch_size}, "
+        f"{layout(config)}), "
         f"{jobs} at a time" + (" (each logs to models/<method>_seed<seed>/train.log)" if jobs > 1 else ""))
     rows = train_students(dataclasses.replace(config, jobs=jobs), spm_path, data_dir, store, student)
     best = max(rows, key=lambda r: r["val_accuracy"])  # selected on validation only

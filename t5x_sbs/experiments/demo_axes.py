@@ -42,11 +42,13 @@ class AxesConfig:
     rows: str = "runs/data_axis/rows.jsonl"
     jobs: int = demo.DemoConfig.jobs              # students at a time (0: workers.default_jobs())
     model_gin: str = demo.DemoConfig.model_gin    # the demo's student (its pretrained checkpoint's shapes)
+    length_bucket_window: int = demo.DemoConfig.length_bucket_window  # > 0: length-bucketed batches
 
     def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
         return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps, rationale_weight=rationale_weight,
-                               early_stopping_patience=self.early_stopping_patience, model_gin=self.model_gin)
+                               early_stopping_patience=self.early_stopping_patience, model_gin=self.model_gin,
+                               length_bucket_window=self.length_bucket_window)
 
     def cells(self) -> list[tuple[str, float, float, int]]:
         """(method, fraction, λ, seed) of every student asked for; a standard method once per
@@ -99,12 +101,15 @@ def cell_of(row: dict) -> tuple[str, float, float, int]:
 
 def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
     """`rows`, refused (ValueError naming the file and line) when one was trained on another step
-    cap or patience: its cell would be skipped as done, and mixed with the new budget's."""
+    cap, patience or batch layout: its cell would be skipped as done, and mixed with the new ones."""
+    wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window)
     for line, row in enumerate(rows, 1):
-        if (row.get("train_steps"), row.get("patience")) != (axes.train_steps, axes.early_stopping_patience):
+        # rows written before the length-bucket option were trained on packed rows (window 0)
+        kept = (row.get("train_steps"), row.get("patience"), row.get("length_bucket_window", 0))
+        if kept != wanted:
             raise ValueError(f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with "
-                             f"train_steps {row.get('train_steps')}, patience {row.get('patience')}, not "
-                             f"{axes.train_steps}, {axes.early_stopping_patience}: give another --rows")
+                             f"train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, not "
+                             f"{', '.join(map(str, wanted))}: give another --rows")
     return rows
 
 

@@ -64,6 +64,7 @@ class TrainSpec:
     initial_checkpoint: str = ""
     vocab_size: int | None = None      # None: from the SentencePiece model, padded to 128
     early_stopping_patience: int | None = None  # decode evaluations without a better validation metric
+    length_bucket_window: int = 0      # RunConfig.length_bucket_window (0: packed rows)
     bindings: tuple[str, ...] = ()
 
     @property
@@ -102,7 +103,8 @@ def built_configs(spec: TrainSpec) -> configs.TrainConfigs:
         model_dir=spec.model_dir, mixture_or_task_name=spec.mixture, task_feature_lengths=spec.lengths,
         train_steps=spec.train_steps, batch_size=spec.batch_size, loss_mode=spec.loss_mode, seed=spec.seed,
         initial_checkpoint_path=spec.initial_checkpoint or None, eval_every=spec.eval_every,
-        checkpoint_every=spec.eval_every, early_stopping_patience=spec.early_stopping_patience, **CELL_RUN)
+        checkpoint_every=spec.eval_every, early_stopping_patience=spec.early_stopping_patience,
+        length_bucket_window=spec.length_bucket_window, **CELL_RUN)
     return configs.TrainConfigs(
         run=run, model=model.replace(vocab_size=spec.vocab_size or padded_vocab_size(spec.spm_path)),
         optimizer=OptimizerConfig(learning_rate=spec.learning_rate, **CELL_OPTIMIZER), mesh=MeshConfig(),
@@ -145,7 +147,8 @@ def train_and_score(spec: TrainSpec) -> dict:
     start = time.time()
     final = train(spec)
     return {**score(spec.model_dir), "test_correct": test_correctness(spec), "train_steps": spec.train_steps,
-            "patience": spec.early_stopping_patience, "steps_run": final.get("step"), "final_loss": final.get("loss"),
+            "patience": spec.early_stopping_patience,
+            "length_bucket_window": spec.length_bucket_window, "steps_run": final.get("step"), "final_loss": final.get("loss"),
             "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir}
 
 
