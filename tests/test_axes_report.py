@@ -24,15 +24,16 @@ def test_cells_train_a_standard_method_once_per_fraction_and_seed():
 
 
 def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
-    axes = demo_axes.AxesConfig(rows="runs/p4/rows.jsonl", train_steps=3000, early_stopping_patience=4)
+    axes = demo_axes.AxesConfig(rows="runs/p4/rows.jsonl", train_steps=3000, early_stopping_patience=4,
+                                length_bucket_window=0)
     same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
     assert demo_axes.same_budget([same], axes) == [same]
     with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
                                          r"patience 2, length_bucket_window 0, not 3000, 4, 0: give another --rows"):
         demo_axes.same_budget([same, {**same, "seed": 1, "train_steps": 2000, "patience": 2}], axes)
     # rows of packed batches (no window recorded: written before the option) are not bucketed ones
-    bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4,
-                                    length_bucket_window=32)
+    bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4)
+    assert bucketed.length_bucket_window == 32  # the demo's default
     assert demo_axes.same_budget([{**same, "length_bucket_window": 32}], bucketed)
     with pytest.raises(ValueError, match=r"runs/b/rows.jsonl:1: .* length_bucket_window 0, not 3000, 4, 32"):
         demo_axes.same_budget([same], bucketed)
