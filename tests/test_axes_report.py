@@ -25,7 +25,7 @@ def test_cells_train_a_standard_method_once_per_fraction_and_seed():
 
 def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
     axes = demo_axes.AxesConfig(rows="runs/p4/rows.jsonl", train_steps=3000, early_stopping_patience=4,
-                                length_bucket_window=0)
+                                length_bucket_window=0, sbs_loss_mode="mixture")  # the packed recipe
     same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
     assert demo_axes.same_budget([same], axes) == [same]
     with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
@@ -34,9 +34,14 @@ def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
     # rows of packed batches (no window recorded: written before the option) are not bucketed ones
     bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4)
     assert bucketed.length_bucket_window == 32  # the demo's default
-    assert demo_axes.same_budget([{**same, "length_bucket_window": 32}], bucketed)
+    shared = {**same, "length_bucket_window": 32, "loss_mode": "shared_encoder"}
+    assert demo_axes.same_budget([shared], bucketed) == [shared]
     with pytest.raises(ValueError, match=r"runs/b/rows.jsonl:1: .* length_bucket_window 0, not 3000, 4, 32"):
         demo_axes.same_budget([same], bucketed)
+    # a bare step-by-step METHOD means --sbs_loss_mode (the demo's: shared encoder): two-row rows are refused
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: sbs_gold seed 0 was trained with loss mode mixture, "
+                                         r"not shared_encoder \(--sbs_loss_mode\): give --sbs_loss_mode mixture"):
+        demo_axes.same_budget([{**shared, "loss_mode": "mixture"}], bucketed)
 
 
 def _row(method, seed, correct, fraction=None, weight=None, patience=2):
@@ -87,16 +92,18 @@ def test_length_bucketed_students_are_not_pooled_with_packed_ones(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"rows": packed}))
     bucketed = [{**_row(m, s, answers(0.5), 1.0), "length_bucket_window": 32}
                 for m in ("standard_finetune", "sbs_gold@shared_encoder") for s in range(2)]
+    bucketed += [{**_row("sbs_gold", 2, answers(0.5), 1.0), "length_bucket_window": 32, "loss_mode": "shared_encoder"}]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bucketed))
     by_group = axes_report.groups(axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl")))
     packed_budget, bucket_budget = "≤ 2000 steps, patience 2", "≤ 2000 steps, patience 2, length buckets 32"
     assert {tuple(g): len(rows) for g, rows in by_group.items()} == {
         ("standard_finetune", 1.0, 0.0, packed_budget): 3, ("standard_finetune", 1.0, 0.0, bucket_budget): 2,
-        ("sbs_gold@shared_encoder", 1.0, 1.0, bucket_budget): 2}
+        ("sbs_gold@shared_encoder", 1.0, 1.0, bucket_budget): 3}  # a bare METHOD row names its loss mode
     # the bucketed step-by-step students are paired with the bucketed finetuning ones only
     (what, difference), = axes_report.comparisons(by_group)
     assert what == f"sbs_gold@shared_encoder 100 % λ 1 ({bucket_budget}) − standard_finetune 100 %"
     assert difference == axes_report.paired(bucketed[2:], bucketed[:2])
+    assert axes_report.method_and_mode({"method": "sbs_gold"}) == "sbs_gold"  # rows from before: two rows
 
 
 def test_report_without_the_demo_names_the_missing_file(tmp_path):

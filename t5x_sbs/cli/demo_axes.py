@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--jobs", type=non_negative_int, default=default.jobs, help=JOBS_HELP)
     add("--model_gin", default=default.model_gin, help="the demo's student model (its --model_gin)")
     add("--length_bucket_window", type=non_negative_int, default=default.length_bucket_window, help=BUCKETS_HELP)
+    add("--sbs_loss_mode", choices=LOSS_MODES, default=default.sbs_loss_mode,
+        help="loss mode of a step-by-step METHOD without @LOSS_MODE (the demo's --sbs_loss_mode)")
     add("--report", action="store_true",
         help="train nothing: print the demo's and the rows' table with paired differences")
 
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir, methods=tuple(args.methods), fractions=tuple(args.fractions),
         seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
         train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows,
-        jobs=args.jobs, model_gin=args.model_gin, length_bucket_window=args.length_bucket_window)
+        jobs=args.jobs, model_gin=args.model_gin, length_bucket_window=args.length_bucket_window,
+        sbs_loss_mode=args.sbs_loss_mode)
     try:
         student = demo_axes.find_student(args.pretrained, args.model_gin)
     except ValueError as e:

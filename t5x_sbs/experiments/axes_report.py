@@ -8,9 +8,10 @@ labels* (gold: finetuning, teacher: distillation):
   finetuning on all of it");
 - against the demo's λ at the same fraction, for every other λ.
 Only students trained on the same budget (step cap, early-stopping patience and batch layout:
-packed rows or length buckets) are grouped or paired: another budget is another row of the table. Nothing here selects on test: each
-student's test answers are those of its validation-selected checkpoint, and groups are compared
-as trained.
+packed rows or length buckets) are grouped or paired: another budget is another row of the
+table; a step-by-step loss mode other than `mixture` is part of the method's name. Nothing here
+selects on test: each student's test answers are those of its validation-selected checkpoint,
+and groups are compared as trained.
 """
 from __future__ import annotations
 
@@ -46,7 +47,15 @@ def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         rows = json.load(f)["rows"]
     # the demo's rows give standard methods λ 0; cell_of reads the axes rows the same way
-    return rows + [{**row, "rationale_weight": demo_axes.cell_of(row)[2]} for row in demo_axes.read_rows(rows_path)]
+    axes_rows = [{**row, "rationale_weight": demo_axes.cell_of(row)[2]} for row in demo_axes.read_rows(rows_path)]
+    return [{**row, "method": method_and_mode(row)} for row in rows + axes_rows]
+
+
+def method_and_mode(row: dict) -> str:
+    """A step-by-step row's method with its loss mode (`sbs_gold@shared_encoder`) unless it is the
+    two-row `mixture` (rows from before the mode was recorded): one layout a group."""
+    method, mode = row["method"], row.get("loss_mode", "mixture")
+    return method if "@" in method or mode == "mixture" else f"{method}@{mode}"
 
 
 def groups(rows: list[dict]) -> dict[Group, list[dict]]:

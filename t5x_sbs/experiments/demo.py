@@ -85,7 +85,7 @@ class DemoConfig:
     # 2.6x the examples a step of step-by-step (README, The main job); 0: packed rows.
     length_bucket_window: int = 32
     # How step-by-step students lay out label + rationale (names.LOSS_MODES): in buckets, one encoder
-    # pass scored above two rows on validation (README, Length buckets and the shared encoder).
+    # pass scored above two rows on validation (README, Experiments: equal examples a step).
     sbs_loss_mode: str = "shared_encoder"
 
     def quick(self) -> "DemoConfig":
@@ -134,7 +134,7 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
         scores = runner.train_and_score(spec)
     row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
-           "pretrained": student.initial_checkpoint, "jobs": config.jobs, "loss_mode": spec.loss_mode, **scores}
+           "pretrained": student.initial_checkpoint, "jobs": config.jobs, **scores}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row

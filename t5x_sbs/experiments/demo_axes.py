@@ -43,12 +43,13 @@ class AxesConfig:
     jobs: int = demo.DemoConfig.jobs              # students at a time (0: workers.default_jobs())
     model_gin: str = demo.DemoConfig.model_gin    # the demo's student (its pretrained checkpoint's shapes)
     length_bucket_window: int = demo.DemoConfig.length_bucket_window  # > 0: length-bucketed batches
+    sbs_loss_mode: str = demo.DemoConfig.sbs_loss_mode  # of a bare step-by-step METHOD (METHOD@MODE: MODE)
 
     def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
         return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps, rationale_weight=rationale_weight,
                                early_stopping_patience=self.early_stopping_patience, model_gin=self.model_gin,
-                               length_bucket_window=self.length_bucket_window)
+                               length_bucket_window=self.length_bucket_window, sbs_loss_mode=self.sbs_loss_mode)
 
     def cells(self) -> list[tuple[str, float, float, int]]:
         """(method, fraction, λ, seed) of every student asked for; a standard method once per
@@ -101,15 +102,20 @@ def cell_of(row: dict) -> tuple[str, float, float, int]:
 
 def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
     """`rows`, refused (ValueError naming the file and line) when one was trained on another step
-    cap, patience or batch layout: its cell would be skipped as done, and mixed with the new ones."""
+    cap, patience or batch layout, or a bare step-by-step METHOD in another loss mode than the
+    demo's: its cell would be skipped as done, and mixed with the new ones."""
     wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window)
     for line, row in enumerate(rows, 1):
-        # rows written before the length-bucket option were trained on packed rows (window 0)
+        # rows written before these were recorded: packed rows (window 0), two rows (mixture)
         kept = (row.get("train_steps"), row.get("patience"), row.get("length_bucket_window", 0))
+        where = f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with"
         if kept != wanted:
-            raise ValueError(f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with "
-                             f"train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, not "
+            raise ValueError(f"{where} train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, not "
                              f"{', '.join(map(str, wanted))}: give another --rows")
+        mode = row.get("loss_mode", "mixture")
+        if "@" not in row["method"] and not is_standard(row["method"]) and mode != axes.sbs_loss_mode:
+            raise ValueError(f"{where} loss mode {mode}, not {axes.sbs_loss_mode} (--sbs_loss_mode): give "
+                             f"--sbs_loss_mode {mode}, or another --rows")
     return rows
 
 
