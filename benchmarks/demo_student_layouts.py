@@ -19,6 +19,7 @@ import os
 import time
 
 import _common  # noqa: F401  (puts the repo on sys.path)
+from sbs_throughput import examples_in
 
 LAYOUTS = (("standard_finetune", "mixture", 0), ("standard_finetune", "mixture", 32),
            ("sbs_gold", "mixture", 0), ("sbs_gold", "paired", 32), ("sbs_gold", "shared_encoder", 32))
@@ -34,13 +35,6 @@ def layout_spec(out_dir: str, pretrained: str, method: str, loss_mode: str, wind
     bindings = demo.student_bindings(config, data_dir, config.data.store)
     spec = demo.student_spec(config, method, 0, student.spm_path, data_dir, bindings, student)
     return dataclasses.replace(spec, model_dir=os.path.join("/tmp", "demo_student_layouts"))
-
-
-def label_examples(batch) -> int:
-    from t5x_sbs.names import LABEL_TASK_ID
-
-    starts = batch["decoder_positions"] == 0 if "decoder_positions" in batch else batch["decoder_input_tokens"] == 0
-    return int(((batch["decoder_task_ids"] == LABEL_TASK_ID) & starts & (batch["decoder_target_tokens"] != 0)).sum())
 
 
 def time_layout(spec, steps: int) -> dict:
@@ -66,7 +60,7 @@ def time_layout(spec, steps: int) -> dict:
             state, _ = trainer.train_step(state, part.global_batch(batch), trainer.base_rng)
         jax.block_until_ready(state)
     seconds = time.perf_counter() - start
-    examples = sum(label_examples(b) for b in batches)
+    examples = sum(examples_in(b) for b in batches)
     return {"ms_per_step": 1e3 * seconds / steps, "examples_per_step": examples / steps,
             "examples_per_s": examples / seconds, "shapes": len(shapes)}
 

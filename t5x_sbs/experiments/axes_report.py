@@ -37,7 +37,7 @@ class Group(NamedTuple):
 
 def budget(row: dict) -> str:
     """Step cap, patience and batch layout: students differing in any of these are not pooled."""
-    window = row.get("length_bucket_window", 0)  # rows from before the option: packed rows
+    window, _ = demo_axes.recorded_layout(row)
     return f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
 
 
@@ -53,8 +53,8 @@ def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
 
 def method_and_mode(row: dict) -> str:
     """A step-by-step row's method with its loss mode (`sbs_gold@shared_encoder`) unless it is the
-    two-row `mixture` (rows from before the mode was recorded): one layout a group."""
-    method, mode = row["method"], row.get("loss_mode", "mixture")
+    two-row `mixture`: one layout a group."""
+    method, (_, mode) = row["method"], demo_axes.recorded_layout(row)
     return method if "@" in method or mode == "mixture" else f"{method}@{mode}"
 
 

@@ -100,19 +100,24 @@ def cell_of(row: dict) -> tuple[str, float, float, int]:
     return row["method"], row["fraction"], row.get("rationale_weight", default), row["seed"]
 
 
+def recorded_layout(row: dict) -> tuple[int, str]:
+    """(length_bucket_window, loss_mode) a result row was trained with; rows written before these
+    were recorded trained on packed rows (window 0) and step-by-step as two rows (mixture)."""
+    return row.get("length_bucket_window", 0), row.get("loss_mode", "mixture")
+
+
 def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
     """`rows`, refused (ValueError naming the file and line) when one was trained on another step
     cap, patience or batch layout, or a bare step-by-step METHOD in another loss mode than the
     demo's: its cell would be skipped as done, and mixed with the new ones."""
     wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window)
     for line, row in enumerate(rows, 1):
-        # rows written before these were recorded: packed rows (window 0), two rows (mixture)
-        kept = (row.get("train_steps"), row.get("patience"), row.get("length_bucket_window", 0))
+        window, mode = recorded_layout(row)
+        kept = (row.get("train_steps"), row.get("patience"), window)
         where = f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with"
         if kept != wanted:
             raise ValueError(f"{where} train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, not "
                              f"{', '.join(map(str, wanted))}: give another --rows")
-        mode = row.get("loss_mode", "mixture")
         if "@" not in row["method"] and not is_standard(row["method"]) and mode != axes.sbs_loss_mode:
             raise ValueError(f"{where} loss mode {mode}, not {axes.sbs_loss_mode} (--sbs_loss_mode): give "
                              f"--sbs_loss_mode {mode}, or another --rows")
