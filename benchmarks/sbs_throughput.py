@@ -21,6 +21,7 @@ Same model config, same CQA examples with PaLM rationales (../shared/data), same
 examples/s for each, a ratio per layout (ours / reference), and, last, `ratio: X` (the fastest).
 
     python benchmarks/sbs_throughput.py --quick        # < 3 minutes on 2 CPU cores
+    python benchmarks/sbs_throughput.py --quick --only buckets   # the reference and the length-bucket layouts
     python benchmarks/sbs_throughput.py --size small --batch_size 64
 """
 from __future__ import annotations
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--rows_per_pack", type=float, default=2.0,
                         help="data-sized layouts: room for this many mean-length rows a pack (longer rows pay "
                              "attention across more masked segment pairs; shorter ones pad more)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="time only the layouts whose names hold TEXT (repeatable, e.g. --only buckets); "
+                             "all by default")
     args = parser.parse_args()
     size = args.size or ("mini" if args.quick else "small")
     batch = args.batch_size or (32 if args.quick else 64)
@@ -127,6 +131,8 @@ def main() -> None:
     ratios = {}
     sizes = {"packed_rows": packed_rows, "examples": batch, "window": args.bucket_window}
     for name, shape, batches in layouts(examples, sizes, lengths, prefix, args.warmup + steps, args.rows_per_pack):
+        if args.only and not any(text in name for text in args.only):
+            continue
         ours = run_ours(config, batches, steps, args.warmup)
         print(f"ours, {name} (jitted, {shape}, 1 pass): {ours['examples_per_s']:.2f} examples/s, "
               f"{ours['step_s']:.2f} s/step, {ours['examples_per_step']:.1f} examples/step, padding efficiency "
@@ -134,6 +140,8 @@ def main() -> None:
               f"loss {ours['first_loss']:.2f} -> {ours['last_loss']:.2f}")
         ratios[name] = ours["examples_per_s"] / ref["examples_per_s"]
         print(f"ratio ({name}): {ratios[name]:.2f}")
+    if not ratios:
+        raise SystemExit(f"no layout's name holds any of {args.only}")
     print(f"ratio: {max(ratios.values()):.2f}")
 
 

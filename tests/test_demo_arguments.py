@@ -48,7 +48,7 @@ def test_demo_seeds_are_normalised(tmp_path):
     parser = OneLineArgumentParser()
     demo.add_arguments(parser)
     assert parser.parse_args(["--seeds", " 2, 0 ,"]).seeds == "2,0"
-    assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 3000
+    assert parser.parse_args([]).seeds == "0,1,2" and parser.parse_args([]).train_steps == 6000
     assert parser.parse_args([]).early_stopping_patience == 4 and parser.parse_args([]).jobs == 0
 
 
