@@ -27,6 +27,7 @@ examples/s for each, a ratio per layout (ours / reference), and, last, `ratio: X
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -130,10 +131,10 @@ def main() -> None:
           f"loss {ref['first_loss']:.2f} -> {ref['last_loss']:.2f}")
     ratios = {}
     sizes = {"packed_rows": packed_rows, "examples": batch, "window": args.bucket_window}
-    for name, shape, batches in layouts(examples, sizes, lengths, prefix, args.warmup + steps, args.rows_per_pack):
+    for name, shape, build in layouts(examples, sizes, lengths, prefix, args.warmup + steps, args.rows_per_pack):
         if args.only and not any(text in name for text in args.only):
             continue
-        ours = run_ours(config, batches, steps, args.warmup)
+        ours = run_ours(config, build(), steps, args.warmup)
         print(f"ours, {name} (jitted, {shape}, 1 pass): {ours['examples_per_s']:.2f} examples/s, "
               f"{ours['step_s']:.2f} s/step, {ours['examples_per_step']:.1f} examples/step, padding efficiency "
               f"{ours['padding_efficiency']:.2f}, {ours['shapes']} step shape(s), "
@@ -164,29 +165,32 @@ def sized_from_data(measured: dict[str, list[int]], default: dict[str, int], pac
 
 def layouts(examples, sizes: dict[str, int], default: dict[str, int], prefix: list[int], count: int,
             rows_per_pack: float):
-    """(name, shape, batches) for the default packing, the data-sized one, the shared encoder, and
-    length buckets (one example a row) in the two-row and shared-encoder layouts."""
+    """(name, shape, build) for the default packing, the data-sized one, the shared encoder, and
+    length buckets (one example a row) in the two-row and shared-encoder layouts; `build()` makes
+    the layout's batches, so a layout that `--only` leaves out is never packed."""
     def shape(rows, lengths, what):
         return f"{what} {rows}x({lengths['inputs']}+{lengths['targets']})"
 
     packed_rows = sizes["packed_rows"]
     yield ("default lengths", shape(packed_rows, default, "packed"),
-           _common.packed_batches(examples, packed_rows, default))
+           functools.partial(_common.packed_batches, examples, packed_rows, default))
     two_row = {"inputs": [len(x) for e in examples for x in (e.label_inputs, e.rationale_inputs)],
                "targets": [len(x) for e in examples for x in (e.label_targets, e.rationale_targets)]}
     rows, lengths = sized_from_data(two_row, default, packed_rows, rows_per_pack)
-    yield "lengths from the data", shape(rows, lengths, "packed"), _common.packed_batches(examples, rows, lengths)
+    yield ("lengths from the data", shape(rows, lengths, "packed"),
+           functools.partial(_common.packed_batches, examples, rows, lengths))
     shared = {"inputs": [len(e.label_inputs) for e in examples],
               "targets": [len(e.label_targets) + len(prefix) + len(e.rationale_targets) for e in examples]}
     rows, lengths = sized_from_data(shared, default, packed_rows, rows_per_pack)
     yield ("shared encoder", shape(rows, lengths, "shared-encoder"),
-           stream_batches(examples, rows, lengths, count, prefix=prefix))
+           functools.partial(stream_batches, examples, rows, lengths, count, prefix=prefix))
     window, per_step = sizes["window"], sizes["examples"]
     what = f"{{}} rows a step of up to {default['inputs']}+{default['targets']}, window {window}"
     yield ("two-row, length buckets", what.format(per_step),
-           stream_batches(examples, per_step, default, count, bucket_window=window))
+           functools.partial(stream_batches, examples, per_step, default, count, bucket_window=window))
     yield ("shared encoder, length buckets", what.format(per_step),
-           stream_batches(examples, per_step, default, count, prefix=prefix, bucket_window=window))
+           functools.partial(stream_batches, examples, per_step, default, count, prefix=prefix,
+                             bucket_window=window))
 
 
 def stream_batches(examples, rows: int, lengths: dict[str, int], count: int, *, prefix: list[int] | None = None,
