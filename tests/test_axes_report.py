@@ -1,4 +1,5 @@
 """`demo_axes` cells and `--report`: which students an axis asks for, and how its rows are paired."""
+import argparse
 import json
 
 import numpy as np
@@ -29,19 +30,43 @@ def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
     same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
     assert demo_axes.same_budget([same], axes) == [same]
     with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
-                                         r"patience 2, length_bucket_window 0, not 3000, 4, 0: give another --rows"):
+                                         r"patience 2, length_bucket_window 0, learning_rate 0.005, "
+                                         r"not 3000, 4, 0, 0.005: give another --rows"):
         demo_axes.same_budget([same, {**same, "seed": 1, "train_steps": 2000, "patience": 2}], axes)
     # rows of packed batches (no window recorded: written before the option) are not bucketed ones
     bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4)
     assert bucketed.length_bucket_window == 32  # the demo's default
     shared = {**same, "length_bucket_window": 32, "loss_mode": "shared_encoder"}
     assert demo_axes.same_budget([shared], bucketed) == [shared]
-    with pytest.raises(ValueError, match=r"runs/b/rows.jsonl:1: .* length_bucket_window 0, not 3000, 4, 32"):
+    with pytest.raises(ValueError, match=r"runs/b/rows.jsonl:1: .* length_bucket_window 0, .* not 3000, 4, 32"):
         demo_axes.same_budget([same], bucketed)
     # a bare step-by-step METHOD means --sbs_loss_mode (the demo's: shared encoder): two-row rows are refused
     with pytest.raises(ValueError, match=r"rows.jsonl:1: sbs_gold seed 0 was trained with loss mode mixture, "
                                          r"not shared_encoder \(--sbs_loss_mode\): give --sbs_loss_mode mixture"):
         demo_axes.same_budget([{**shared, "loss_mode": "mixture"}], bucketed)
+
+
+def test_rows_of_another_learning_rate_are_refused_and_reported_apart():
+    slower = demo_axes.AxesConfig(rows="runs/lr/rows.jsonl", train_steps=3000, early_stopping_patience=4,
+                                  learning_rate=2e-3)
+    at_2e3 = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4, "length_bucket_window": 32,
+              "loss_mode": "shared_encoder", "learning_rate": 2e-3}
+    assert demo_axes.same_budget([at_2e3], slower) == [at_2e3]
+    assert slower.demo().learning_rate == 2e-3  # the students it trains use it
+    # a row without the field was trained at the demo's learning rate
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: .* learning_rate 0.005, not 3000, 4, 32, 0.002"):
+        demo_axes.same_budget([{k: v for k, v in at_2e3.items() if k != "learning_rate"}], slower)
+    assert axes_report.budget(at_2e3).endswith(", learning rate 0.002")
+    assert "learning rate" not in axes_report.budget({**at_2e3, "learning_rate": 5e-3})
+    assert _parse_lr("3e-3") == 3e-3
+    with pytest.raises(SystemExit):
+        _parse_lr("0")
+
+
+def _parse_lr(text):
+    parser = argparse.ArgumentParser()
+    demo_axes_cli.add_arguments(parser)
+    return parser.parse_args(["--learning_rate", text]).learning_rate
 
 
 def _row(method, seed, correct, fraction=None, weight=None, patience=2):

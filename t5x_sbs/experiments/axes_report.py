@@ -36,9 +36,12 @@ class Group(NamedTuple):
 
 
 def budget(row: dict) -> str:
-    """Step cap, patience and batch layout: students differing in any of these are not pooled."""
+    """Step cap, patience, batch layout and learning rate: students differing in any of these are
+    not pooled (the demo's learning rate goes unsaid)."""
     window, _ = demo_axes.recorded_layout(row)
-    return f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
+    rate = demo_axes.recorded_learning_rate(row)
+    return (f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
+            + (f", learning rate {rate:g}" if rate != demo.DemoConfig.learning_rate else ""))
 
 
 def load_rows(demo_dir: str, rows_path: str) -> list[dict]:

@@ -148,7 +148,7 @@ def train_and_score(spec: TrainSpec) -> dict:
     final = train(spec)
     return {**score(spec.model_dir), "test_correct": test_correctness(spec), "train_steps": spec.train_steps,
             "patience": spec.early_stopping_patience, "length_bucket_window": spec.length_bucket_window,
-            "loss_mode": spec.loss_mode, "steps_run": final.get("step"), "final_loss": final.get("loss"),
+            "loss_mode": spec.loss_mode, "learning_rate": spec.learning_rate, "steps_run": final.get("step"), "final_loss": final.get("loss"),
             "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir}
 
 
