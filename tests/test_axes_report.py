@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from t5x_sbs.cli import demo_axes as demo_axes_cli
-from t5x_sbs.experiments import axes_report, demo_axes, stats
+from t5x_sbs.experiments import axes_report, demo, demo_axes, runner, stats
 
 
 def test_cells_train_a_standard_method_once_per_fraction_and_seed():
@@ -30,8 +30,8 @@ def test_a_rows_file_of_another_budget_is_refused_naming_its_line():
     same = {"method": "sbs_gold", "seed": 0, "train_steps": 3000, "patience": 4}
     assert demo_axes.same_budget([same], axes) == [same]
     with pytest.raises(ValueError, match=r"runs/p4/rows.jsonl:2: sbs_gold seed 1 was trained with train_steps 2000, "
-                                         r"patience 2, length_bucket_window 0, learning_rate 0.005, "
-                                         r"not 3000, 4, 0, 0.005: give another --rows"):
+                                         r"patience 2, length_bucket_window 0, learning_rate 0.005, dropout_rate 0, "
+                                         r"not 3000, 4, 0, 0.005, 0: give another --rows"):
         demo_axes.same_budget([same, {**same, "seed": 1, "train_steps": 2000, "patience": 2}], axes)
     # rows of packed batches (no window recorded: written before the option) are not bucketed ones
     bucketed = demo_axes.AxesConfig(rows="runs/b/rows.jsonl", train_steps=3000, early_stopping_patience=4)
@@ -54,7 +54,7 @@ def test_rows_of_another_learning_rate_are_refused_and_reported_apart():
     assert demo_axes.same_budget([at_2e3], slower) == [at_2e3]
     assert slower.demo().learning_rate == 2e-3  # the students it trains use it
     # a row without the field was trained at the demo's learning rate
-    with pytest.raises(ValueError, match=r"rows.jsonl:1: .* learning_rate 0.005, not 3000, 4, 32, 0.002"):
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: .* learning_rate 0.005, dropout_rate 0, not 3000, 4, 32, 0.002, 0:"):
         demo_axes.same_budget([{k: v for k, v in at_2e3.items() if k != "learning_rate"}], slower)
     assert axes_report.budget(at_2e3).endswith(", learning rate 0.002")
     assert "learning rate" not in axes_report.budget({**at_2e3, "learning_rate": 5e-3})
@@ -64,9 +64,33 @@ def test_rows_of_another_learning_rate_are_refused_and_reported_apart():
 
 
 def _parse_lr(text):
+    return _parse("--learning_rate", text).learning_rate
+
+
+def _parse(*argv):
     parser = argparse.ArgumentParser()
     demo_axes_cli.add_arguments(parser)
-    return parser.parse_args(["--learning_rate", text]).learning_rate
+    return parser.parse_args(list(argv))
+
+
+def test_dropout_is_an_axis_rows_record_it_and_the_students_train_with_it():
+    axes = demo_axes.AxesConfig(rows="runs/d/rows.jsonl", dropout_rate=0.1)
+    assert axes.effective_dropout() == 0.1 and demo_axes.AxesConfig().effective_dropout() == 0.0  # the gin's
+    spec = demo.student_spec(axes.demo(), "sbs_gold", 0, "spm.model", "data", (), demo.Student("", 256, None))
+    assert spec.dropout_rate == 0.1 and runner.built_configs(spec).model.dropout_rate == 0.1
+    plain = demo.student_spec(demo_axes.AxesConfig().demo(), "sbs_gold", 0, "spm.model", "data", (),
+                              demo.Student("", 256, None))
+    assert runner.built_configs(plain).model.dropout_rate == 0.0  # configs/demo_student_d64.gin's
+    row = {"method": "sbs_gold", "seed": 0, "train_steps": axes.train_steps, "patience": axes.early_stopping_patience,
+           "length_bucket_window": 32, "loss_mode": "shared_encoder", "dropout_rate": 0.1}
+    assert demo_axes.same_budget([row], axes) == [row]
+    with pytest.raises(ValueError, match=r"rows.jsonl:1: .* dropout_rate 0, not .*, 0.1: give another --rows"):
+        demo_axes.same_budget([{k: v for k, v in row.items() if k != "dropout_rate"}], axes)  # before the field: 0
+    assert axes_report.budget(row).endswith(", dropout 0.1") and "dropout" not in axes_report.budget({**row, "dropout_rate": 0})
+    assert _parse("--dropout_rate", "0.1").dropout_rate == 0.1 and _parse().dropout_rate is None
+    for bad in ("1", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            _parse("--dropout_rate", bad)
 
 
 def _row(method, seed, correct, fraction=None, weight=None, patience=2):

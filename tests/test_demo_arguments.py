@@ -21,6 +21,7 @@ BAD = {
     "nan_weight": (["--rationale_weight", "nan"], "argument --rationale_weight: must be a finite number >= 0"),
     "negative_pretrain": (["--pretrain_steps", "-1"], "argument --pretrain_steps: must be an integer >= 0, got -1"),
     "negative_jobs": (["--jobs", "-1"], "argument --jobs: must be an integer >= 0, got -1"),
+    "dropout_of_one": (["--dropout_rate", "1"], "argument --dropout_rate: must be in [0, 1); got '1'"),
     "arith_steps_reversed": (["--arith", "steps=5-3"], "argument --arith: steps 5-3: need 1 <= MIN <= MAX"),
     "arith_unknown_op": (["--arith", "ops=+/"], "argument --arith: ops '+/' (from '+-*')"),
     "arith_unknown_field": (["--arith", "depth=3"], "argument --arith: 'depth=3': expected steps=MIN-MAX"),
@@ -72,6 +73,11 @@ def test_demo_length_buckets_reach_the_students_runs(tmp_path):
     assert modes == {"sbs_gold": "paired", "sbs_teacher": "paired", "standard_finetune": "mixture",
                      "standard_distill": "mixture"}
     assert "buckets (window 16" in demo.layout(dataclasses.replace(config, length_bucket_window=16))
+    # --dropout_rate reaches every student's model (None: the model gin's)
+    config = demo_cli.config_from_args(parser.parse_args(["--dropout_rate", "0.1"]))
+    assert demo.student_spec(config, "standard_finetune", 0, "spm", str(tmp_path), (),
+                             demo.Student("", None, "spm")).dropout_rate == 0.1
+    assert demo_cli.config_from_args(parser.parse_args([])).dropout_rate is None
 
 
 @pytest.mark.parametrize("mode", ["first", "vote", "all"])

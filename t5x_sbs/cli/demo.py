@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch_size", type=positive_int, default=default.batch_size)
     add("--eval_every", type=positive_int, default=default.eval_every, help="validation decode (and checkpoint) interval")
     add("--learning_rate", type=positive_float, default=default.learning_rate)
+    add("--dropout_rate", type=dropout_rate, default=default.dropout_rate, help=DROPOUT_HELP)
     add("--rationale_weight", type=non_negative_float, default=default.rationale_weight)
     add("--inputs_length", type=positive_int, default=default.inputs_length)
     add("--targets_length", type=positive_int, default=default.targets_length)
@@ -93,6 +94,16 @@ def teacher_ask(args: argparse.Namespace) -> tuple[annotation.AskSettings, int]:
     return job.ask, job.seed
 
 
+DROPOUT_HELP = "the students' dropout (pretraining keeps --model_gin's); default: --model_gin's (0 for the demo students)"
+
+
+def dropout_rate(text: str) -> float:
+    rate = non_negative_float(text)
+    if rate >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text!r}")
+    return rate
+
+
 def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
     ask, teacher_seed = teacher_ask(args)
     config = demo.DemoConfig(
@@ -107,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> demo.DemoConfig:
         early_stopping_patience=args.early_stopping_patience, pretrain_steps=args.pretrain_steps,
         pretrain_batch_size=args.pretrain_batch_size, pretrain_corpus=args.pretrain_corpus,
         pretrain_dir=args.pretrain_dir, samples_mode=args.samples_mode, jobs=args.jobs,
-        length_bucket_window=args.length_bucket_window, sbs_loss_mode=args.sbs_loss_mode)
+        length_bucket_window=args.length_bucket_window, sbs_loss_mode=args.sbs_loss_mode,
+        dropout_rate=args.dropout_rate)
     return config.quick() if args.quick else config
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from t5x_sbs.cli.demo import BUCKETS_HELP, JOBS_HELP
+from t5x_sbs.cli.demo import BUCKETS_HELP, DROPOUT_HELP, JOBS_HELP, dropout_rate
 from t5x_sbs.experiments import axes_report, demo_axes, tables
 from t5x_sbs.names import LOSS_MODES
 from t5x_sbs.user_errors import int_list, non_negative_int, positive_float, positive_int
@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="loss mode of a step-by-step METHOD without @LOSS_MODE (the demo's --sbs_loss_mode)")
     add("--learning_rate", type=positive_float, default=default.learning_rate,
         help="peak learning rate of every student (another one needs its own --rows)")
+    add("--dropout_rate", type=dropout_rate, default=default.dropout_rate, help=DROPOUT_HELP)
     add("--report", action="store_true",
         help="train nothing: print the demo's and the rows' table with paired differences")
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=tuple(int(s) for s in args.seeds.split(",")), rationale_weights=tuple(args.rationale_weights),
         train_steps=args.train_steps, early_stopping_patience=args.early_stopping_patience, rows=args.rows,
         jobs=args.jobs, model_gin=args.model_gin, length_bucket_window=args.length_bucket_window,
-        sbs_loss_mode=args.sbs_loss_mode, learning_rate=args.learning_rate)
+        sbs_loss_mode=args.sbs_loss_mode, learning_rate=args.learning_rate, dropout_rate=args.dropout_rate)
     try:
         student = demo_axes.find_student(args.pretrained, args.model_gin)
     except ValueError as e:

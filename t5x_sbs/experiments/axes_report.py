@@ -36,12 +36,13 @@ class Group(NamedTuple):
 
 
 def budget(row: dict) -> str:
-    """Step cap, patience, batch layout and learning rate: students differing in any of these are
-    not pooled (the demo's learning rate goes unsaid)."""
+    """Step cap, patience, batch layout, learning rate and dropout: students differing in any of
+    these are not pooled (the demo's learning rate, and no dropout, go unsaid)."""
     window, _ = demo_axes.recorded_layout(row)
     rate = demo_axes.recorded_learning_rate(row)
     return (f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
-            + (f", learning rate {rate:g}" if rate != demo.DemoConfig.learning_rate else ""))
+            + (f", learning rate {rate:g}" if rate != demo.DemoConfig.learning_rate else "")
+            + (f", dropout {row['dropout_rate']:g}" if row.get("dropout_rate") else ""))
 
 
 def load_rows(demo_dir: str, rows_path: str) -> list[dict]:

@@ -66,6 +66,7 @@ class DemoConfig:
     batch_size: int = 16
     eval_every: int = 150
     learning_rate: float = 5e-3
+    dropout_rate: float | None = None  # the students' (not pretraining's); None: --model_gin's (0.0)
     rationale_weight: float = 1.0
     inputs_length: int = 128
     targets_length: int = 32
@@ -124,7 +125,8 @@ def student_spec(config: DemoConfig, method: str, seed: int, spm_path: str, data
         rationale_weight=config.rationale_weight, seed=seed, eval_every=config.eval_every,
         learning_rate=config.learning_rate, initial_checkpoint=student.initial_checkpoint,
         vocab_size=student.vocab_rows, early_stopping_patience=config.early_stopping_patience,
-        length_bucket_window=config.length_bucket_window, loss_mode=loss_mode, bindings=bindings)
+        length_bucket_window=config.length_bucket_window, loss_mode=loss_mode, dropout_rate=config.dropout_rate,
+        bindings=bindings)
 
 
 def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, data_dir: str,

@@ -45,13 +45,18 @@ class AxesConfig:
     length_bucket_window: int = demo.DemoConfig.length_bucket_window  # > 0: length-bucketed batches
     sbs_loss_mode: str = demo.DemoConfig.sbs_loss_mode  # of a bare step-by-step METHOD (METHOD@MODE: MODE)
     learning_rate: float = demo.DemoConfig.learning_rate  # peak (Adafactor, warmup then constant)
+    dropout_rate: float | None = demo.DemoConfig.dropout_rate  # the students'; None: model_gin's
 
     def demo(self, rationale_weight: float = demo.DemoConfig.rationale_weight) -> demo.DemoConfig:
         """The demo's settings the new students share (the demo's defaults otherwise)."""
         return demo.DemoConfig(out_dir=self.out_dir, train_steps=self.train_steps, rationale_weight=rationale_weight,
                                early_stopping_patience=self.early_stopping_patience, model_gin=self.model_gin,
                                length_bucket_window=self.length_bucket_window, sbs_loss_mode=self.sbs_loss_mode,
-                               learning_rate=self.learning_rate)
+                               learning_rate=self.learning_rate, dropout_rate=self.dropout_rate)
+
+    def effective_dropout(self) -> float:
+        return (configs.model_config_from_gin([self.model_gin], []).dropout_rate if self.dropout_rate is None
+                else self.dropout_rate)
 
     def cells(self) -> list[tuple[str, float, float, int]]:
         """(method, fraction, λ, seed) of every student asked for; a standard method once per
@@ -107,6 +112,13 @@ def recorded_learning_rate(row: dict) -> float:
     return row.get("learning_rate", demo.DemoConfig.learning_rate)
 
 
+def recorded_dropout(row: dict, model_gin: str) -> float:
+    """Rows written before the field was recorded were trained at their model gin's dropout."""
+    if "dropout_rate" in row:
+        return row["dropout_rate"]
+    return configs.model_config_from_gin([model_gin], []).dropout_rate
+
+
 def recorded_layout(row: dict) -> tuple[int, str]:
     """(length_bucket_window, loss_mode) a result row was trained with; rows written before these
     were recorded trained on packed rows (window 0) and step-by-step as two rows (mixture)."""
@@ -115,16 +127,19 @@ def recorded_layout(row: dict) -> tuple[int, str]:
 
 def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
     """`rows`, refused (ValueError naming the file and line) when one was trained on another step
-    cap, patience, batch layout or learning rate, or a bare step-by-step METHOD in another loss mode than the
+    cap, patience, batch layout, learning rate or dropout, or a bare step-by-step METHOD in another loss mode than the
     demo's: its cell would be skipped as done, and mixed with the new ones."""
-    wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window, axes.learning_rate)
+    wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window, axes.learning_rate,
+              axes.effective_dropout())
     for line, row in enumerate(rows, 1):
         window, mode = recorded_layout(row)
-        kept = (row.get("train_steps"), row.get("patience"), window, recorded_learning_rate(row))
+        kept = (row.get("train_steps"), row.get("patience"), window, recorded_learning_rate(row),
+                recorded_dropout(row, axes.model_gin))
         where = f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with"
         if kept != wanted:
             raise ValueError(f"{where} train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, "
-                             f"learning_rate {kept[3]:g}, not {', '.join(f'{v:g}' for v in wanted)}: give another --rows")
+                             f"learning_rate {kept[3]:g}, dropout_rate {kept[4]:g}, "
+                             f"not {', '.join(f'{v:g}' for v in wanted)}: give another --rows")
         if "@" not in row["method"] and not is_standard(row["method"]) and mode != axes.sbs_loss_mode:
             raise ValueError(f"{where} loss mode {mode}, not {axes.sbs_loss_mode} (--sbs_loss_mode): give "
                              f"--sbs_loss_mode {mode}, or another --rows")

@@ -65,6 +65,7 @@ class TrainSpec:
     vocab_size: int | None = None      # None: from the SentencePiece model, padded to 128
     early_stopping_patience: int | None = None  # decode evaluations without a better validation metric
     length_bucket_window: int = 0      # RunConfig.length_bucket_window (0: packed rows)
+    dropout_rate: float | None = None  # None: the model gin's
     bindings: tuple[str, ...] = ()
 
     @property
@@ -99,6 +100,8 @@ def data_bindings(spec: TrainSpec) -> list[str]:
 def built_configs(spec: TrainSpec) -> configs.TrainConfigs:
     """The cell's typed configs from the spec and the recipe alone (no gin but the model file)."""
     model = configs.model_config_from_gin([spec.model_gin], [])
+    if spec.dropout_rate is not None:
+        model = model.replace(dropout_rate=spec.dropout_rate)
     run = configs.RunConfig(
         model_dir=spec.model_dir, mixture_or_task_name=spec.mixture, task_feature_lengths=spec.lengths,
         train_steps=spec.train_steps, batch_size=spec.batch_size, loss_mode=spec.loss_mode, seed=spec.seed,
@@ -145,10 +148,12 @@ def train_and_score(spec: TrainSpec) -> dict:
     correctness (for paired tests) and what the run did: the part of a result row every
     experiment shares."""
     start = time.time()
+    dropout = built_configs(spec).model.dropout_rate
     final = train(spec)
     return {**score(spec.model_dir), "test_correct": test_correctness(spec), "train_steps": spec.train_steps,
             "patience": spec.early_stopping_patience, "length_bucket_window": spec.length_bucket_window,
-            "loss_mode": spec.loss_mode, "learning_rate": spec.learning_rate, "steps_run": final.get("step"), "final_loss": final.get("loss"),
+            "loss_mode": spec.loss_mode, "learning_rate": spec.learning_rate,
+            "dropout_rate": dropout, "steps_run": final.get("step"), "final_loss": final.get("loss"),
             "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir}
 
 
