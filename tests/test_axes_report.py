@@ -158,3 +158,28 @@ def test_length_bucketed_students_are_not_pooled_with_packed_ones(tmp_path):
 def test_report_without_the_demo_names_the_missing_file(tmp_path):
     with pytest.raises(SystemExit, match="demo_axes --report: .*results.json"):
         demo_axes_cli.main(["--out_dir", str(tmp_path), "--report"])
+
+
+def test_students_of_another_model_are_not_pooled_with_the_demos(tmp_path):
+    """A d128 rows file beside a d64 demo at the same budget: the rows' --model_gin keeps them apart
+    (rows written before `size` was recorded take the --model_gin given to --report)."""
+    rng = np.random.default_rng(1)
+    demo_rows = [{**_row("standard_finetune", s, (rng.random(50) < 0.7).tolist(), 1.0, 0.0), "size": "demo_student_d64"}
+                 for s in range(2)]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": demo_rows}))
+    wide = [_row(m, s, (rng.random(50) < 0.6).tolist(), 1.0) for m in ("standard_finetune", "sbs_gold") for s in range(2)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in wide))
+    rows = axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl"), "configs/demo_student.gin")
+    by_group = axes_report.groups(rows)
+    assert {(g.method, g.budget): len(r) for g, r in by_group.items()} == {
+        ("standard_finetune", "≤ 2000 steps, patience 2"): 2,
+        ("standard_finetune", "demo_student, ≤ 2000 steps, patience 2"): 2,
+        ("sbs_gold", "demo_student, ≤ 2000 steps, patience 2"): 2}
+    (what, difference), = axes_report.comparisons(by_group)
+    assert what.endswith("(demo_student, ≤ 2000 steps, patience 2) − standard_finetune 100 %")
+    assert difference == axes_report.paired(wide[2:], wide[:2])  # d128 against d128 only
+    # a row that records its model keeps it whatever --model_gin says
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({**r, "size": "demo_student"}) + "\n" for r in wide))
+    kept = axes_report.load_rows(str(tmp_path), str(tmp_path / "rows.jsonl"))  # --model_gin: the d64 default
+    assert [r["size"] for r in kept] == ["demo_student_d64"] * 2 + ["demo_student"] * 4
+    assert demo.size_name("configs/demo_student.gin") == "demo_student"

@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.report:
         try:
-            print(axes_report.report(args.out_dir, args.rows))
+            print(axes_report.report(args.out_dir, args.rows, args.model_gin))
         except FileNotFoundError as e:  # not a finished demo
             raise SystemExit(f"demo_axes --report: {e}") from None
         return 0

@@ -36,22 +36,25 @@ class Group(NamedTuple):
 
 
 def budget(row: dict) -> str:
-    """Step cap, patience, batch layout, learning rate and dropout: students differing in any of
-    these are not pooled (the demo's learning rate, and no dropout, go unsaid)."""
+    """Student model, step cap, patience, batch layout, learning rate and dropout: students
+    differing in any of these are not pooled (the demo's defaults go unsaid)."""
     window, _ = demo_axes.recorded_layout(row)
-    rate = demo_axes.recorded_learning_rate(row)
-    return (f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
+    rate, size = demo_axes.recorded_learning_rate(row), row.get("size")
+    return ((f"{size}, " if size and size != demo.size_name(demo.DemoConfig.model_gin) else "")
+            + f"≤ {row['train_steps']} steps, patience {row['patience']}" + (f", length buckets {window}" if window else "")
             + (f", learning rate {rate:g}" if rate != demo.DemoConfig.learning_rate else "")
             + (f", dropout {row['dropout_rate']:g}" if row.get("dropout_rate") else ""))
 
 
-def load_rows(demo_dir: str, rows_path: str) -> list[dict]:
-    """The demo's rows and the axes rows, each with method, fraction, rationale_weight, seed."""
+def load_rows(demo_dir: str, rows_path: str, model_gin: str = demo.DemoConfig.model_gin) -> list[dict]:
+    """The demo's rows and the axes rows, each with method, fraction, rationale_weight, seed and
+    size (axes rows written before it was recorded: `model_gin`'s, the --model_gin they ran with)."""
     path = os.path.join(demo_dir, "results.json")
     with open(path, encoding="utf-8") as f:
         rows = json.load(f)["rows"]
     # the demo's rows give standard methods λ 0; cell_of reads the axes rows the same way
-    axes_rows = [{**row, "rationale_weight": demo_axes.cell_of(row)[2]} for row in demo_axes.read_rows(rows_path)]
+    axes_rows = [{**row, "rationale_weight": demo_axes.cell_of(row)[2], "size": row.get("size", demo.size_name(model_gin))}
+                 for row in demo_axes.read_rows(rows_path)]
     return [{**row, "method": method_and_mode(row)} for row in rows + axes_rows]
 
 
@@ -113,8 +116,8 @@ def paired(a: list[dict], b: list[dict]) -> stats.PairedDifference:
     return stats.paired_bootstrap(np.array([r["test_correct"] for r in a]), np.array([r["test_correct"] for r in b]))
 
 
-def report(demo_dir: str, rows_path: str) -> str:
-    by_group = groups(load_rows(demo_dir, rows_path))
+def report(demo_dir: str, rows_path: str, model_gin: str = demo.DemoConfig.model_gin) -> str:
+    by_group = groups(load_rows(demo_dir, rows_path, model_gin))
     lines = [table(by_group), "", "Paired differences (bootstrap over the test questions, seeds averaged per question):"]
     lines += [f"- {what}: {difference}" for what, difference in comparisons(by_group)]
     return "\n".join(lines)

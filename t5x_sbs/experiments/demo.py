@@ -136,12 +136,17 @@ def train_and_score(config: DemoConfig, method: str, seed: int, spm_path: str, d
     spec = student_spec(config, method, seed, spm_path, data_dir, bindings, student)
     with workers.student_log(os.path.join(spec.model_dir, "train.log")):
         scores = runner.train_and_score(spec)
-    row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": os.path.basename(config.model_gin)[:-4],
+    row = {"dataset": config.dataset, "method": method, "fraction": 1.0, "size": size_name(config.model_gin),
            "rationale_weight": config.rationale_weight if mixture_method == "sbs" else 0.0, "seed": seed,
            "pretrained": student.initial_checkpoint, "jobs": config.jobs, **scores}
     say(f"      {tables.METHOD_TITLES[method]}, seed {seed}: {row['steps_run']} steps (best {row['best_step']}), "
         f"validation {100 * row['val_accuracy']:.1f}%, test {100 * row['test_accuracy']:.1f}% ({row['wall_s']:.0f} s)")
     return row
+
+
+def size_name(model_gin: str) -> str:
+    """A student model's name in result rows: its gin file's (`demo_student_d64`)."""
+    return os.path.basename(model_gin).removesuffix(".gin")
 
 
 def layout(config: DemoConfig) -> str:

@@ -165,7 +165,7 @@ def train_cell(axes: AxesConfig, student: demo.Student, cell: tuple[str, float, 
     with workers.student_log(os.path.join(spec.model_dir, "train.log")):
         scores = runner.train_and_score(spec)
     return {"method": method_mode, "fraction": fraction, "rationale_weight": rationale_weight, "seed": seed,
-            "jobs": axes.jobs, **scores}
+            "size": demo.size_name(axes.model_gin), "jobs": axes.jobs, **scores}
 
 
 def run_axes(axes: AxesConfig, student: demo.Student, say: Say = say_line) -> None:
