@@ -7,6 +7,7 @@ import pytest
 
 from t5x_sbs.cli import demo_axes as demo_axes_cli
 from t5x_sbs.experiments import axes_report, demo, demo_axes, runner, stats
+from t5x_sbs.trainer import configs
 
 
 def test_cells_train_a_standard_method_once_per_fraction_and_seed():
@@ -77,7 +78,8 @@ def test_dropout_is_an_axis_rows_record_it_and_the_students_train_with_it():
     axes = demo_axes.AxesConfig(rows="runs/d/rows.jsonl", dropout_rate=0.1)
     assert axes.effective_dropout() == 0.1 and demo_axes.AxesConfig().effective_dropout() == 0.0  # the gin's
     spec = demo.student_spec(axes.demo(), "sbs_gold", 0, "spm.model", "data", (), demo.Student("", 256, None))
-    assert spec.dropout_rate == 0.1 and runner.built_configs(spec).model.dropout_rate == 0.1
+    with configs.gin_scope():  # what the student's trainer gets, after the run's gin overrides
+        assert spec.dropout_rate == 0.1 and runner.train_configs(spec).model.dropout_rate == 0.1
     plain = demo.student_spec(demo_axes.AxesConfig().demo(), "sbs_gold", 0, "spm.model", "data", (),
                               demo.Student("", 256, None))
     assert runner.built_configs(plain).model.dropout_rate == 0.0  # configs/demo_student_d64.gin's
