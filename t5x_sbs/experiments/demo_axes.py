@@ -55,8 +55,7 @@ class AxesConfig:
                                learning_rate=self.learning_rate, dropout_rate=self.dropout_rate)
 
     def effective_dropout(self) -> float:
-        return (configs.model_config_from_gin([self.model_gin], []).dropout_rate if self.dropout_rate is None
-                else self.dropout_rate)
+        return gin_dropout(self.model_gin) if self.dropout_rate is None else self.dropout_rate
 
     def cells(self) -> list[tuple[str, float, float, int]]:
         """(method, fraction, λ, seed) of every student asked for; a standard method once per
@@ -112,10 +111,8 @@ def recorded_learning_rate(row: dict) -> float:
     return row.get("learning_rate", demo.DemoConfig.learning_rate)
 
 
-def recorded_dropout(row: dict, model_gin: str) -> float:
-    """Rows written before the field was recorded were trained at their model gin's dropout."""
-    if "dropout_rate" in row:
-        return row["dropout_rate"]
+def gin_dropout(model_gin: str) -> float:
+    """The model gin's dropout: what rows written before `dropout_rate` was recorded trained at."""
     return configs.model_config_from_gin([model_gin], []).dropout_rate
 
 
@@ -131,10 +128,11 @@ def same_budget(rows: list[dict], axes: AxesConfig) -> list[dict]:
     demo's: its cell would be skipped as done, and mixed with the new ones."""
     wanted = (axes.train_steps, axes.early_stopping_patience, axes.length_bucket_window, axes.learning_rate,
               axes.effective_dropout())
+    unrecorded_dropout = gin_dropout(axes.model_gin)  # parsed once, not per row
     for line, row in enumerate(rows, 1):
         window, mode = recorded_layout(row)
         kept = (row.get("train_steps"), row.get("patience"), window, recorded_learning_rate(row),
-                recorded_dropout(row, axes.model_gin))
+                row.get("dropout_rate", unrecorded_dropout))
         where = f"{axes.rows}:{line}: {row['method']} seed {row['seed']} was trained with"
         if kept != wanted:
             raise ValueError(f"{where} train_steps {kept[0]}, patience {kept[1]}, length_bucket_window {kept[2]}, "

@@ -148,12 +148,12 @@ def train_and_score(spec: TrainSpec) -> dict:
     correctness (for paired tests) and what the run did: the part of a result row every
     experiment shares."""
     start = time.time()
-    dropout = built_configs(spec).model.dropout_rate
-    final = train(spec)
+    run_configs = train_configs(spec)  # built once: trained on, and its dropout recorded
+    final = train_loop.train(run_configs)
     return {**score(spec.model_dir), "test_correct": test_correctness(spec), "train_steps": spec.train_steps,
             "patience": spec.early_stopping_patience, "length_bucket_window": spec.length_bucket_window,
             "loss_mode": spec.loss_mode, "learning_rate": spec.learning_rate,
-            "dropout_rate": dropout, "steps_run": final.get("step"), "final_loss": final.get("loss"),
+            "dropout_rate": run_configs.model.dropout_rate, "steps_run": final.get("step"), "final_loss": final.get("loss"),
             "wall_s": round(time.time() - start, 1), "model_dir": spec.model_dir}
 
 
